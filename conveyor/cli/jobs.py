@@ -1,0 +1,177 @@
+"""Commands on jobs: enqueue, seed, jobs list/show/retry/cancel, stats, prune."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from conveyor.cli import options as opt
+from conveyor.cli.output import print_job, print_jobs, print_json, print_stats
+from conveyor.cli.run import settings_from
+from conveyor.errors import ConveyorError, InvalidJob, JobNotFound
+from conveyor.jobs import JobFilter, JobStatus
+from conveyor.process import prepare_app
+from conveyor.stores import Store, open_store
+
+jobs_cli = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True)
+
+SEED_BATCH = 1000
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command()(enqueue)
+    cli.command()(seed)
+    cli.command()(stats)
+    cli.command()(prune)
+    cli.add_typer(jobs_cli, name="jobs")
+
+
+@contextmanager
+def _store(database_url: str | None) -> Iterator[Store]:
+    store = open_store(settings_from(database_url=database_url).database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def enqueue(
+    type: Annotated[str, typer.Argument(help="task type, e.g. reverse")],
+    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload")] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="higher runs first")] = None,
+    queue: Annotated[str | None, typer.Option("--queue")] = None,
+    delay: Annotated[
+        float | None, typer.Option("--delay", help="seconds before it may run")
+    ] = None,
+    unique_key: Annotated[str | None, typer.Option("--unique-key")] = None,
+    max_attempts: opt.MaxAttempts = None,
+    database_url: opt.DatabaseUrl = None,
+    app: opt.AppSpec = None,
+) -> None:
+    """Add one job and print it as JSON."""
+    value: object = None
+    if payload is not None:
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidJob(f"--payload is not valid JSON: {exc}") from None
+    conveyor = prepare_app(settings_from(database_url=database_url, app=app))
+    try:
+        job = conveyor.enqueue(
+            type,
+            value,
+            priority=priority,
+            queue=queue,
+            delay=delay,
+            unique_key=unique_key,
+            max_attempts=max_attempts,
+        )
+    finally:
+        conveyor.close()
+    print_job(job)
+
+
+def seed(
+    count: Annotated[int, typer.Option("--count", min=1, max=10_000_000)] = 20,
+    database_url: opt.DatabaseUrl = None,
+) -> None:
+    """Insert sample `demo` jobs with payloads "Test task 1" … "Test task N"."""
+    conveyor = prepare_app(settings_from(database_url=database_url, app="conveyor.demo:app"))
+    try:
+        with typer.progressbar(length=count, label="seeding", file=None) as bar:
+            for start in range(0, count, SEED_BATCH):
+                n = min(SEED_BATCH, count - start)
+                conveyor.enqueue_many(
+                    [
+                        {"type": "demo", "payload": f"Test task {i}"}
+                        for i in range(start + 1, start + n + 1)
+                    ]
+                )
+                bar.update(n)
+    finally:
+        conveyor.close()
+    typer.echo(f"seeded {count} demo jobs")
+
+
+@jobs_cli.command("list")
+def list_jobs(
+    status: Annotated[JobStatus | None, typer.Option("--status")] = None,
+    type: Annotated[str | None, typer.Option("--type")] = None,
+    queue: Annotated[str | None, typer.Option("--queue")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+    before_id: Annotated[int | None, typer.Option("--before-id")] = None,
+    as_json: opt.Json = False,
+    database_url: opt.DatabaseUrl = None,
+) -> None:
+    """List jobs, newest first."""
+    with _store(database_url) as store:
+        found = store.list_jobs(
+            JobFilter(status=status, type=type, queue=queue, before_id=before_id, limit=limit)
+        )
+    if as_json:
+        print_json({"jobs": [j.to_json() for j in found]})
+    else:
+        print_jobs(found)
+
+
+@jobs_cli.command("show")
+def show(job_id: int, database_url: opt.DatabaseUrl = None) -> None:
+    """Print one job as JSON."""
+    with _store(database_url) as store:
+        job = store.get_job(job_id)
+    if job is None:
+        raise JobNotFound(f"job {job_id} not found")
+    print_job(job)
+
+
+@jobs_cli.command("retry")
+def retry(job_id: int, database_url: opt.DatabaseUrl = None) -> None:
+    """Put a failed or cancelled job back to pending, runnable now."""
+    with _store(database_url) as store:
+        print_job(store.retry(job_id))
+
+
+@jobs_cli.command("cancel")
+def cancel(job_id: int, database_url: opt.DatabaseUrl = None) -> None:
+    """Cancel a pending or processing job."""
+    with _store(database_url) as store:
+        print_job(store.cancel(job_id))
+
+
+def stats(as_json: opt.Json = False, database_url: opt.DatabaseUrl = None) -> None:
+    """Counts by queue and status."""
+    with _store(database_url) as store:
+        counts = store.stats()
+    if as_json:
+        print_json({"queues": counts})
+    else:
+        print_stats(counts)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`7d`, `12h`, `30m`, `45s` or plain seconds."""
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ConveyorError(f"bad duration {text!r}: use e.g. 7d, 12h, 30m or 45s")
+    return timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+
+
+def prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="e.g. 7d, 12h")] = "7d",
+    database_url: opt.DatabaseUrl = None,
+) -> None:
+    """Delete finished jobs (done, failed, cancelled) past retention."""
+    age = parse_duration(older_than)
+    with _store(database_url) as store:
+        deleted = store.prune(older_than=age)
+    typer.echo(f"pruned {deleted} finished jobs older than {older_than}")

@@ -1,0 +1,71 @@
+"""Long-running commands: migrate, worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from conveyor.cli import options as opt
+from conveyor.settings import Settings
+from conveyor.stores import open_store
+
+
+def settings_from(**given: object) -> Settings:
+    """Flags the user gave (not None) win over the environment, which wins over .env."""
+    flags: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    return Settings(**flags)
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command()(migrate)
+    cli.command()(worker)
+
+
+def migrate(database_url: opt.DatabaseUrl = None) -> None:
+    """Create or upgrade the schema (idempotent, versioned)."""
+    settings = settings_from(database_url=database_url)
+    store = open_store(settings.database_url)
+    try:
+        before = store.schema_version()
+        after = store.migrate()
+    finally:
+        store.close()
+    if before == after:
+        typer.echo(f"schema is up to date (version {after})")
+    else:
+        typer.echo(f"schema migrated from version {before} to {after}")
+
+
+def worker(
+    database_url: opt.DatabaseUrl = None,
+    app: opt.AppSpec = None,
+    workers: opt.Workers = None,
+    fetch_interval: opt.FetchInterval = None,
+    fetch_limit: opt.FetchLimit = None,
+    queues: opt.Queues = None,
+    lease: opt.Lease = None,
+    shutdown_timeout: opt.ShutdownTimeout = None,
+    log_format: opt.LogFormat = None,
+    log_level: opt.LogLevel = None,
+    max_attempts: opt.MaxAttempts = None,
+) -> int:
+    """Run a worker pool only (add as many as you like, on any machine, same database)."""
+    from conveyor.process import run_worker
+
+    settings = settings_from(
+        database_url=database_url,
+        app=app,
+        workers=workers,
+        fetch_interval=fetch_interval,
+        fetch_limit=fetch_limit,
+        queues=queues,
+        lease=lease,
+        shutdown_timeout=shutdown_timeout,
+        log_format=log_format,
+        log_level=log_level,
+        max_attempts=max_attempts,
+    )
+    if settings.workers < 1:
+        raise typer.BadParameter("a worker needs --workers of at least 1")
+    return run_worker(settings)

@@ -1,0 +1,164 @@
+"""Pure data: job statuses, the Job record, a job to insert, and the lease fencing token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TypeAlias
+
+JSONValue: TypeAlias = (
+    bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
+)
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED = (JobStatus.PENDING, JobStatus.PROCESSING)
+FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# SPEC §1 ranges
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
+MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000
+DELAY_MAX_SECONDS = 31_536_000
+NAME_MAX = 200
+UNIQUE_KEY_MAX = 255
+DEFAULT_QUEUE = "default"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored (SPEC §1). `status` is a str enum, so `job.status == "done"` holds."""
+
+    id: int
+    type: str
+    queue: str
+    payload: JSONValue
+    priority: int
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    unique_key: str | None
+    result: JSONValue
+    last_error: str | None
+    worker: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def lease_ref(self) -> LeaseRef:
+        """The fencing token of the claim that produced this job record."""
+        assert self.worker is not None, "only a claimed job has a lease"
+        return LeaseRef(job_id=self.id, worker=self.worker, attempt=self.attempts)
+
+    def to_json(self) -> dict[str, JSONValue]:
+        """The job as SPEC's JSON object (timestamps ISO 8601 with timezone)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "queue": self.queue,
+            "payload": self.payload,
+            "priority": self.priority,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "run_at": self.run_at.isoformat(),
+            "unique_key": self.unique_key,
+            "result": self.result,
+            "last_error": self.last_error,
+            "worker": self.worker,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job to insert. `payload_json` is the payload already encoded as JSON text."""
+
+    type: str
+    payload_json: str
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int = 5
+    run_at: datetime | None = None  # None: now, by the store's clock
+    unique_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    job: Job
+    created: bool  # False when an unfinished job already held the unique_key
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """One claim of one job; every worker-side transition presents it (fencing token).
+
+    `attempt` is the `attempts` value the claim set: a later claim of the same job
+    has a different worker or attempt, so a stale worker's write matches no row.
+    """
+
+    job_id: int
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The outcome of one run, to be written by `Store.finish_many`.
+
+    `error is None` means done with `result_json`; otherwise the job goes back to
+    pending at `retry_at`, or to failed when `retry_at` is None.
+    """
+
+    ref: LeaseRef
+    result_json: str = "null"
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryResult:
+    """Jobs whose lease expired: ids returned to pending and ids failed for good."""
+
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.requeued) + len(self.failed)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Operator listing: newest first, keyset pagination by `before_id`."""
+
+    status: JobStatus | None = None
+    type: str | None = None
+    queue: str | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
+def seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)

@@ -1,0 +1,61 @@
+"""JSON encoding of payloads and results, with the checks both stores rely on."""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+from conveyor.errors import InvalidJob
+from conveyor.jobs import JSONValue
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+class ResultError(ValueError):
+    """A task's return value cannot be stored (not JSON, too large, NUL characters)."""
+
+
+def _encode(value: object) -> str:
+    # allow_nan=False: NaN/Infinity are not JSON and PostgreSQL's jsonb refuses them.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _check_text(text: str, what: str, limit: int, error: type[ValueError]) -> None:
+    # PostgreSQL cannot store NUL in text or jsonb; refuse it on both stores alike.
+    if "\\u0000" in text:
+        raise error(f"{what} contains a NUL character (\\u0000), which cannot be stored")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise error(f"{what} contains invalid unicode (a lone surrogate)") from None
+    if size > limit:
+        raise error(f"{what} is {size} bytes, more than the limit of {limit}")
+
+
+def encode_payload(payload: object) -> str:
+    """Payload → JSON text; InvalidJob when it is not JSON-serialisable or too large."""
+    try:
+        text = _encode(payload)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from None
+    _check_text(text, "payload", MAX_PAYLOAD_BYTES, InvalidJob)
+    return text
+
+
+def encode_result(result: object) -> str:
+    """A task's return value → JSON text; ResultError when it cannot be stored."""
+    try:
+        text = _encode(result)
+    except (TypeError, ValueError) as exc:
+        raise ResultError(f"result is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ResultError("result is not JSON-serialisable: nesting too deep") from None
+    _check_text(text, "result", MAX_RESULT_BYTES, ResultError)
+    return text
+
+
+def decode(text: str | bytes | None) -> JSONValue:
+    if text is None:
+        return None
+    return cast(JSONValue, json.loads(text))

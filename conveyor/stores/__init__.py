@@ -1,0 +1,25 @@
+"""Stores: durable job state. `open_store(url)` picks the implementation by URL scheme."""
+
+from __future__ import annotations
+
+from conveyor.errors import ConfigurationError
+from conveyor.stores.base import Notifier, Store
+
+__all__ = ["Notifier", "Store", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """A store for `url` (sqlite:///path or postgresql://…); connects lazily."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from conveyor.stores.sqlite.store import SqliteStore
+
+        return SqliteStore.from_url(url)
+    if scheme in ("postgresql", "postgres"):
+        from conveyor.stores.postgres.store import PostgresStore
+
+        return PostgresStore(url)
+    shown = url if len(url) < 80 else url[:77] + "..."
+    raise ConfigurationError(
+        f"unsupported DATABASE_URL {shown!r}: use sqlite:///path.db or postgresql://user@host/db"
+    )

@@ -1,0 +1,150 @@
+"""The store seam: every durable operation the runtime, API and CLI need.
+
+Every method is one transaction. Worker-side transitions are guarded by the job's
+status and its LeaseRef (worker + attempt), so a worker that lost its lease can
+never overwrite the job; they report what applied instead of raising.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from conveyor.jobs import (
+    EnqueueResult,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    LeaseRef,
+    NewJob,
+    RecoveryResult,
+)
+
+
+class Notifier(abc.ABC):
+    """Wakes idle fetchers when work may be available; never carries job data."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin listening (LISTEN connection / data_version poll)."""
+
+    @abc.abstractmethod
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a wake-up; True when woken, False on timeout."""
+
+    @abc.abstractmethod
+    def wake_local(self) -> None:
+        """Wake this process's waiters (after a local enqueue); safe from any thread."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop listening and release the connection."""
+
+
+class Store(abc.ABC):
+    """Durable job state (SPEC §1 lifecycle)."""
+
+    # -- lifecycle -------------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> int:
+        """Create or upgrade the schema to the latest version; idempotent; returns the version."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The applied schema version (0 when the schema is missing)."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    @abc.abstractmethod
+    def notifier(self) -> Notifier:
+        """A new notifier that wakes this process when jobs are enqueued into this store."""
+
+    # -- producers ---------------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(self, job: NewJob, *, connection: object | None = None) -> EnqueueResult:
+        """Insert a pending job, or return the unfinished job that holds its unique_key.
+
+        With `connection` (the caller's own open DB-API connection to the same database)
+        the insert joins the caller's transaction and is committed by the caller.
+        """
+
+    @abc.abstractmethod
+    def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """Insert all jobs in one transaction, or none of them; results in input order."""
+
+    # -- workers -------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(
+        self,
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        """Atomically move up to `limit` due pending jobs to processing, leased to `worker`,
+        highest priority first, then oldest run_at, then id."""
+
+    @abc.abstractmethod
+    def heartbeat(
+        self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> set[int]:
+        """Extend the leases still held; return the ids whose lease was lost."""
+
+    @abc.abstractmethod
+    def finish_many(
+        self, finishes: Sequence[Finish], *, now: datetime | None = None
+    ) -> dict[int, JobStatus]:
+        """processing → done / pending (retry) / failed, each only while its ref still holds
+        the job; returns the new status of each job that applied."""
+
+    @abc.abstractmethod
+    def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
+        """processing → pending now, giving the attempt back (shutdown); returns ids released."""
+
+    @abc.abstractmethod
+    def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:
+        """Jobs whose lease expired → pending (attempts left) or failed (exhausted)."""
+
+    # -- operators -------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_job(self, job_id: int) -> Job | None:
+        """One job by id, or None."""
+
+    @abc.abstractmethod
+    def list_jobs(self, query: JobFilter) -> list[Job]:
+        """Newest first, keyset-paginated by before_id."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: int, *, now: datetime | None = None) -> Job:
+        """pending|processing → cancelled; JobNotFound / InvalidTransition otherwise."""
+
+    @abc.abstractmethod
+    def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
+        """failed|cancelled → pending now; attempts kept, max_attempts raised if needed."""
+
+    @abc.abstractmethod
+    def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        """Delete finished jobs whose finished_at is older than `older_than`; return count."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counts of jobs by queue and status (only non-zero counts)."""
+
+    # -- conveniences over finish_many ----------------------------------------------------
+    def complete(self, ref: LeaseRef, result_json: str = "null") -> bool:
+        """processing → done, only while `ref` still holds the job."""
+        return ref.job_id in self.finish_many([Finish(ref, result_json=result_json)])
+
+    def fail(self, ref: LeaseRef, error: str, *, retry_at: datetime | None) -> JobStatus | None:
+        """processing → pending at retry_at, or failed when retry_at is None; None if not held."""
+        return self.finish_many([Finish(ref, error=error, retry_at=retry_at)]).get(ref.job_id)

@@ -1,0 +1,40 @@
+"""Parse a queries.sql file of named blocks (`-- name: claim`) into a read-only mapping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib import resources
+from types import MappingProxyType
+
+_BLOCK = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+def parse(text: str) -> Mapping[str, str]:
+    """Each block runs from its `-- name:` line to the next; comment lines are kept."""
+    parts = _BLOCK.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} defined twice")
+        queries[name] = body.strip().rstrip(";")
+    return MappingProxyType(queries)
+
+
+def load(package: str, filename: str = "queries.sql") -> Mapping[str, str]:
+    return parse(resources.files(package).joinpath(filename).read_text(encoding="utf-8"))
+
+
+def migrations(package: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every `NNNN_name.sql` in package/migrations, in order."""
+    folder = resources.files(package).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations of {package} are not numbered 1..n: {versions}")
+    return found

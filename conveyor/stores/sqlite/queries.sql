@@ -1,0 +1,197 @@
+-- Every statement the SQLite store runs. Parameters are bound by name (:name).
+-- Times are INTEGER microseconds since the epoch (see migrations/0001_initial.sql).
+
+-- name: schema_version
+-- The highest applied migration, from the table the migration runner keeps.
+SELECT coalesce(max(version), 0) FROM schema_version
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+)
+
+-- name: record_migration
+INSERT INTO schema_version (version, name, applied_at) VALUES (:version, :name, :now)
+
+-- name: enqueue
+-- Insert one pending job; returns no row when an unfinished job holds its unique_key.
+INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
+                  created_at, updated_at)
+VALUES (:type, :queue, :payload, :priority, :max_attempts, :run_at, :unique_key, :now, :now)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+DO NOTHING
+RETURNING id
+
+-- name: get_unfinished_by_unique_key
+SELECT * FROM jobs
+WHERE unique_key = :unique_key
+  AND status IN ('pending', 'processing')
+
+-- name: claim
+-- Move up to :limit due pending jobs, from any queue, to processing under a fresh lease.
+-- One statement inside BEGIN IMMEDIATE: SQLite has one writer at a time, so no two
+-- workers can select the same row.
+UPDATE jobs
+SET status           = 'processing',
+    attempts         = attempts + 1,
+    worker           = :worker,
+    started_at       = :now,
+    updated_at       = :now,
+    lease_expires_at = :lease_until
+WHERE id IN (
+    SELECT id FROM jobs INDEXED BY jobs_pending
+    WHERE status = 'pending'
+      AND run_at <= :now
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: claim_from_queues
+-- As claim, restricted to the queues in the JSON array :queues.
+UPDATE jobs
+SET status           = 'processing',
+    attempts         = attempts + 1,
+    worker           = :worker,
+    started_at       = :now,
+    updated_at       = :now,
+    lease_expires_at = :lease_until
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'pending'
+      AND run_at <= :now
+      AND queue IN (SELECT value FROM json_each(:queues))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING *
+
+-- name: heartbeat
+-- Extend one lease, only while this claim (worker + attempt) still holds the job.
+UPDATE jobs
+SET lease_expires_at = :lease_until
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
+
+-- name: complete
+-- processing → done, fenced by the claim's worker and attempt.
+UPDATE jobs
+SET status           = 'done',
+    result           = :result,
+    finished_at      = :now,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
+
+-- name: fail
+-- processing → pending at :retry_at, or → failed when :retry_at is NULL; same fence.
+UPDATE jobs
+SET status           = CASE WHEN :retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+    run_at           = coalesce(:retry_at, run_at),
+    last_error       = :error,
+    finished_at      = CASE WHEN :retry_at IS NULL THEN :now END,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
+RETURNING status
+
+-- name: release
+-- processing → pending now, giving the attempt back (graceful shutdown); same fence.
+UPDATE jobs
+SET status           = 'pending',
+    attempts         = attempts - 1,
+    run_at           = :now,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
+
+-- name: recover_expired
+-- Jobs whose lease ran out (their worker died or stalled): back to pending while attempts
+-- remain, otherwise failed for good. The old worker's fence no longer matches either way.
+UPDATE jobs
+SET status           = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at           = :now,
+    last_error       = 'recovered: lease of worker ' || coalesce(worker, '?')
+                       || ' expired during attempt ' || attempts || ' of ' || max_attempts
+                       || ' (the worker died or stalled)',
+    finished_at      = CASE WHEN attempts < max_attempts THEN NULL ELSE :now END,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'processing'
+      AND lease_expires_at < :now
+    LIMIT :limit
+)
+RETURNING id, status
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id
+
+-- name: list_jobs
+-- Newest first; each filter applies only when given; keyset pagination by :before_id.
+SELECT * FROM jobs
+WHERE (:status IS NULL OR status = :status)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:before_id IS NULL OR id < :before_id)
+ORDER BY id DESC
+LIMIT :limit
+
+-- name: cancel
+UPDATE jobs
+SET status           = 'cancelled',
+    finished_at      = :now,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id = :id
+  AND status IN ('pending', 'processing')
+RETURNING *
+
+-- name: retry
+-- failed|cancelled → pending, runnable now. attempts is kept (history), and max_attempts
+-- is raised when needed so at least one more attempt runs.
+UPDATE jobs
+SET status       = 'pending',
+    run_at       = :now,
+    max_attempts = max(max_attempts, attempts + 1),
+    finished_at  = NULL,
+    updated_at   = :now
+WHERE id = :id
+  AND status IN ('failed', 'cancelled')
+RETURNING *
+
+-- name: prune
+-- Delete one batch of finished jobs older than :cutoff (batches keep write locks short).
+DELETE FROM jobs
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('done', 'failed', 'cancelled')
+      AND finished_at < :cutoff
+    LIMIT :batch
+)
+
+-- name: stats
+SELECT queue, status, count(*) AS n
+FROM jobs
+GROUP BY queue, status
+
+-- name: data_version
+-- Changes whenever another connection commits to the file: the cross-process wake-up signal.
+PRAGMA data_version
+
+-- name: ping
+SELECT 1

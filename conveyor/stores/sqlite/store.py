@@ -1,0 +1,444 @@
+"""SqliteStore: the embedded store. WAL, one writer at a time via BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
+from conveyor.jobs import (
+    EnqueueResult,
+    Finish,
+    Job,
+    JobFilter,
+    JobStatus,
+    LeaseRef,
+    NewJob,
+    RecoveryResult,
+)
+from conveyor.payloads import decode
+from conveyor.stores import sqlfile
+from conveyor.stores.base import Notifier, Store
+
+Q = sqlfile.load("conveyor.stores.sqlite")
+MIGRATIONS = sqlfile.migrations("conveyor.stores.sqlite")
+
+# A writer waits this long for the lock before giving up. Long on purpose: with WAL,
+# BEGIN IMMEDIATE and short transactions, waiting is the right answer to contention,
+# and "database is locked" must never reach a user (see docs/architecture.md).
+BUSY_TIMEOUT_S = 60.0
+PRUNE_BATCH = 5000
+
+
+def to_us(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000) if value.tzinfo else _naive(value)
+
+
+def _naive(value: datetime) -> int:
+    raise ValueError(f"naive datetime {value!r}: Conveyor times carry a timezone")
+
+
+def from_us(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def _now_us(now: datetime | None) -> int:
+    return to_us(now) if now is not None else time.time_ns() // 1000
+
+
+def row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        type=row["type"],
+        queue=row["queue"],
+        payload=decode(row["payload"]),
+        priority=row["priority"],
+        status=JobStatus(row["status"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        run_at=from_us(row["run_at"]),  # type: ignore[arg-type]
+        unique_key=row["unique_key"],
+        result=decode(row["result"]),
+        last_error=row["last_error"],
+        worker=row["worker"],
+        created_at=from_us(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=from_us(row["updated_at"]),  # type: ignore[arg-type]
+        started_at=from_us(row["started_at"]),
+        finished_at=from_us(row["finished_at"]),
+    )
+
+
+def path_from_url(url: str) -> str:
+    """sqlite:///relative.db → relative.db; sqlite:////abs/path.db → /abs/path.db."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigurationError(
+            f"malformed SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
+        )
+    return url[len(prefix) :].split("?", 1)[0]
+
+
+class SqliteStore(Store):
+    """One file, many processes. Each thread gets its own connection (sqlite3 objects are
+    not shared across threads); every write is one short BEGIN IMMEDIATE transaction."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        return cls(path_from_url(url))
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # -- connections ---------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        """A new connection with Conveyor's settings (also used by the notifier)."""
+        parent = Path(self.path).resolve().parent
+        if not parent.is_dir():
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.path}: no directory {parent}"
+            )
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreUnavailable("store is closed")
+            conn = self.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE takes the write lock up front, so it
+        waits (busy_timeout) instead of failing later on a read→write upgrade."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"SQLite commit failed: {exc}") from None
+
+    def _read(self, query: str, params: dict[str, object] | None = None) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(query, params or {}).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from None
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def notifier(self) -> Notifier:
+        from conveyor.stores.sqlite.notifier import SqliteNotifier
+
+        return SqliteNotifier(self)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def schema_version(self) -> int:
+        try:
+            return int(self._conn().execute(Q["schema_version"]).fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise StoreUnavailable(f"SQLite: {exc}") from None
+
+    def migrate(self) -> int:
+        with self._write() as conn:
+            conn.execute(Q["create_schema_version"])
+            current = int(conn.execute(Q["schema_version"]).fetchone()[0])
+            for version, name, sql in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    Q["record_migration"], {"version": version, "name": name, "now": _now_us(None)}
+                )
+            return MIGRATIONS[-1][0] if MIGRATIONS else 0
+
+    def ping(self) -> None:
+        self._read(Q["ping"])
+
+    # -- producers -----------------------------------------------------------------------
+    def enqueue(self, job: NewJob, *, connection: object | None = None) -> EnqueueResult:
+        if connection is not None:
+            if not isinstance(connection, sqlite3.Connection):
+                raise TypeError("connection must be a sqlite3.Connection for a SQLite store")
+            return self._insert(connection, job, _now_us(None))
+        with self._write() as conn:
+            return self._insert(conn, job, _now_us(None))
+
+    def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        now = _now_us(None)
+        with self._write() as conn:
+            return [self._insert(conn, job, now) for job in jobs]
+
+    def _insert(self, conn: sqlite3.Connection, job: NewJob, now: int) -> EnqueueResult:
+        run_at = to_us(job.run_at) if job.run_at is not None else now
+        row = conn.execute(
+            Q["enqueue"],
+            {
+                "type": job.type,
+                "queue": job.queue,
+                "payload": job.payload_json,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "run_at": run_at,
+                "unique_key": job.unique_key,
+                "now": now,
+            },
+        ).fetchone()
+        if row is None:
+            holder = conn.execute(
+                Q["get_unfinished_by_unique_key"], {"unique_key": job.unique_key}
+            ).fetchone()
+            # In one write transaction the holder cannot finish between the two statements.
+            return EnqueueResult(row_to_job(holder), created=False)
+        created = from_us(now)
+        assert created is not None
+        return EnqueueResult(
+            Job(
+                id=row[0],
+                type=job.type,
+                queue=job.queue,
+                payload=json.loads(job.payload_json),
+                priority=job.priority,
+                status=JobStatus.PENDING,
+                attempts=0,
+                max_attempts=job.max_attempts,
+                run_at=from_us(run_at),  # type: ignore[arg-type]
+                unique_key=job.unique_key,
+                result=None,
+                last_error=None,
+                worker=None,
+                created_at=created,
+                updated_at=created,
+                started_at=None,
+                finished_at=None,
+            ),
+            created=True,
+        )
+
+    # -- workers -------------------------------------------------------------------------
+    def claim(
+        self,
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        now_us = _now_us(now)
+        params: dict[str, object] = {
+            "worker": worker,
+            "now": now_us,
+            "lease_until": now_us + int(lease.total_seconds() * 1_000_000),
+            "limit": limit,
+        }
+        query = Q["claim"]
+        if queues:
+            query = Q["claim_from_queues"]
+            params["queues"] = json.dumps(list(queues))
+        with self._write() as conn:
+            rows = conn.execute(query, params).fetchall()
+        jobs = [row_to_job(row) for row in rows]
+        # RETURNING order is unspecified; hand jobs out in claim order.
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    def heartbeat(
+        self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+    ) -> set[int]:
+        if not refs:
+            return set()
+        until = _now_us(now) + int(lease.total_seconds() * 1_000_000)
+        lost: set[int] = set()
+        with self._write() as conn:
+            for ref in refs:
+                cur = conn.execute(Q["heartbeat"], {**_fence(ref), "lease_until": until})
+                if cur.rowcount != 1:
+                    lost.add(ref.job_id)
+        return lost
+
+    def finish_many(
+        self, finishes: Sequence[Finish], *, now: datetime | None = None
+    ) -> dict[int, JobStatus]:
+        if not finishes:
+            return {}
+        now_us = _now_us(now)
+        applied: dict[int, JobStatus] = {}
+        with self._write() as conn:
+            for fin in finishes:
+                if fin.error is None:
+                    cur = conn.execute(
+                        Q["complete"], {**_fence(fin.ref), "result": fin.result_json, "now": now_us}
+                    )
+                    if cur.rowcount == 1:
+                        applied[fin.ref.job_id] = JobStatus.DONE
+                    continue
+                row = conn.execute(
+                    Q["fail"],
+                    {
+                        **_fence(fin.ref),
+                        "error": fin.error,
+                        "retry_at": None if fin.retry_at is None else to_us(fin.retry_at),
+                        "now": now_us,
+                    },
+                ).fetchone()
+                if row is not None:
+                    applied[fin.ref.job_id] = JobStatus(row[0])
+        return applied
+
+    def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
+        released: set[int] = set()
+        if not refs:
+            return released
+        now_us = _now_us(now)
+        with self._write() as conn:
+            for ref in refs:
+                if conn.execute(Q["release"], {**_fence(ref), "now": now_us}).rowcount == 1:
+                    released.add(ref.job_id)
+        return released
+
+    def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:
+        with self._write() as conn:
+            rows = conn.execute(
+                Q["recover_expired"], {"now": _now_us(now), "limit": limit}
+            ).fetchall()
+        result = RecoveryResult()
+        for job_id, status in rows:
+            (result.requeued if status == "pending" else result.failed).append(job_id)
+        return result
+
+    # -- operators -------------------------------------------------------------------------
+    def get_job(self, job_id: int) -> Job | None:
+        rows = self._read(Q["get_job"], {"id": job_id})
+        return row_to_job(rows[0]) if rows else None
+
+    def list_jobs(self, query: JobFilter) -> list[Job]:
+        rows = self._read(
+            Q["list_jobs"],
+            {
+                "status": None if query.status is None else query.status.value,
+                "type": query.type,
+                "queue": query.queue,
+                "before_id": query.before_id,
+                "limit": query.limit,
+            },
+        )
+        return [row_to_job(row) for row in rows]
+
+    def cancel(self, job_id: int, *, now: datetime | None = None) -> Job:
+        with self._write() as conn:
+            row = conn.execute(Q["cancel"], {"id": job_id, "now": _now_us(now)}).fetchone()
+            if row is None:
+                self._explain_refusal(conn, job_id, "cancel")
+        return row_to_job(row)
+
+    def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
+        with self._write() as conn:
+            try:
+                row = conn.execute(Q["retry"], {"id": job_id, "now": _now_us(now)}).fetchone()
+            except sqlite3.IntegrityError:
+                raise InvalidTransition(
+                    f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
+                ) from None
+            if row is None:
+                self._explain_refusal(conn, job_id, "retry")
+        return row_to_job(row)
+
+    @staticmethod
+    def _explain_refusal(conn: sqlite3.Connection, job_id: int, action: str) -> None:
+        current = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
+        if current is None:
+            raise JobNotFound(f"job {job_id} not found")
+        raise InvalidTransition(f"job {job_id} is {current['status']}: cannot {action} it")
+
+    def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+        cutoff = _now_us(now) - int(older_than.total_seconds() * 1_000_000)
+        total = 0
+        while True:
+            with self._write() as conn:
+                deleted = conn.execute(
+                    Q["prune"], {"cutoff": cutoff, "batch": PRUNE_BATCH}
+                ).rowcount
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for row in self._read(Q["stats"]):
+            out.setdefault(row["queue"], {})[row["status"]] = row["n"]
+        return out
+
+    # -- data_version, for the notifier ----------------------------------------------------
+    def data_version(self, conn: sqlite3.Connection) -> int:
+        return int(conn.execute(Q["data_version"]).fetchone()[0])
+
+
+def _fence(ref: LeaseRef) -> dict[str, object]:
+    return {"id": ref.job_id, "worker": ref.worker, "attempt": ref.attempt}
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements (sqlite3 runs one per execute)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        raise ValueError(f"incomplete statement in migration: {buffer[:80]!r}")

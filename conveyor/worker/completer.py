@@ -1,0 +1,113 @@
+"""Write job outcomes in batches: one store transaction for every outcome that is ready.
+
+While one batch is being written the next accumulates, so under load many completions
+share a commit, and when idle a single completion is written at once (no timer)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from conveyor.jobs import Finish, Job, JobStatus
+from conveyor.logs import job_fields
+from conveyor.metrics import Metrics
+from conveyor.stores import Store
+from conveyor.worker.storecalls import StoreCalls
+
+log = logging.getLogger("conveyor.worker")
+
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    finish: Finish
+    job: Job
+    slot: str
+    duration: float
+    wait: float  # queue wait: run_at (enqueue or due time) to start
+    retry_in: float | None = None
+
+
+class Completer:
+    def __init__(
+        self,
+        store: Store,
+        calls: StoreCalls,
+        metrics: Metrics,
+        on_written: Callable[[int], None],
+    ) -> None:
+        self._store = store
+        self._calls = calls
+        self._metrics = metrics
+        self._on_written = on_written
+        self._queue: list[Done] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, done: Done) -> None:
+        self._queue.append(done)
+        self._idle.clear()
+        self._ready.set()
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                self._idle.set()
+                if self._closing:
+                    return
+                await self._ready.wait()
+                self._ready.clear()
+                continue
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                applied = await self._calls(self._store.finish_many, [d.finish for d in batch])
+            except Exception as exc:
+                # Keep the outcomes and try again; if the store stays away, the leases run out
+                # and the jobs are recovered and run again elsewhere (at-least-once).
+                log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
+                self._queue[:0] = batch
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            for done in batch:
+                self._report(done, applied.get(done.job.id))
+                self._on_written(done.job.id)
+
+    def _report(self, done: Done, status: JobStatus | None) -> None:
+        fields = {"worker": done.slot, "job": done.job.id, "duration": done.duration}
+        if status is None:
+            log.warning(
+                "outcome dropped: the job was cancelled, or recovered after its lease expired",
+                extra=job_fields(**fields, status="lost"),
+            )
+            return
+        self._metrics.job_finished(done.job, status, done.duration, done.wait)
+        error = done.finish.error
+        if error is None:
+            log.info("finished", extra=job_fields(**fields, status=status.value))
+        elif status == JobStatus.PENDING:
+            log.warning(
+                "finished",
+                extra=job_fields(**fields, status="retry", error=error, retry_in=done.retry_in),
+            )
+        else:
+            log.error("finished", extra=job_fields(**fields, status=status.value, error=error))
+
+    async def close(self, timeout: float) -> None:
+        """Write what is queued (up to `timeout`), then stop."""
+        self._closing = True
+        self._ready.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning(
+                "%d outcomes not recorded at shutdown; their jobs will be recovered",
+                len(self._queue),
+            )

@@ -1,0 +1,300 @@
+"""WorkerPool: N job slots fed by one fetcher, with heartbeat, reaper and graceful shutdown.
+
+fetcher ──claim(min(free slots, fetch_limit))──► slots ──outcome──► completer ──► store
+   ▲ notifier (local enqueue, other processes)     │ heartbeat renews their leases
+   └──────────────── a slot frees ─────────────────┘ reaper recovers expired leases
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from conveyor.app import Conveyor
+from conveyor.backoff import exponential_backoff
+from conveyor.jobs import Finish, Job, LeaseRef, utcnow
+from conveyor.logs import job_fields
+from conveyor.metrics import Metrics
+from conveyor.worker.completer import Completer, Done
+from conveyor.worker.executor import Executor
+from conveyor.worker.storecalls import StoreCalls
+
+log = logging.getLogger("conveyor.worker")
+
+
+def new_worker_id() -> str:
+    """Unique per process and start: host, pid, and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    concurrency: int = 5
+    fetch_interval: float = 5.0
+    fetch_limit: int = 10
+    queues: list[str] | None = None
+    lease: float = 30.0
+    shutdown_timeout: float = 30.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        # three renewals per lease: one late or failed heartbeat never loses a lease
+        return self.lease / 3
+
+    @property
+    def reaper_interval(self) -> float:
+        # a dead worker's job is back within lease + this, i.e. about one lease period
+        return min(max(self.lease / 4, 0.1), 5.0)
+
+
+@dataclass
+class _Running:
+    job: Job
+    slot: str
+    task: asyncio.Task[None]
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        app: Conveyor,
+        config: PoolConfig,
+        *,
+        metrics: Metrics | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.metrics.slots_total = config.concurrency
+        self.worker_id = worker_id or new_worker_id()
+        self.store = app.store
+        self._calls = StoreCalls()
+        self._executor = Executor(app, threads=config.concurrency)
+        self._notifier = self.store.notifier()
+        self._running: dict[int, _Running] = {}
+        self._finishing: dict[int, LeaseRef] = {}  # ran, outcome not yet written
+        self._free_slots = [f"WORKER-{n}" for n in range(config.concurrency, 0, -1)]
+        self._slot_freed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._completer = Completer(self.store, self._calls, self.metrics, self._written)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ready = asyncio.Event()
+
+    # -- public -------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then stop claiming, let running jobs finish for up to
+        shutdown_timeout, hand the rest back to pending, and return."""
+        self._loop = asyncio.get_running_loop()
+        await self._notifier.start()
+        self.app.add_enqueue_listener(self._notifier.wake_local)
+        helpers = [
+            asyncio.create_task(self._completer.run(), name="conveyor-completer"),
+            asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"),
+            asyncio.create_task(self._reaper_loop(), name="conveyor-reaper"),
+        ]
+        watcher = asyncio.create_task(self._watch(stop), name="conveyor-stop-watcher")
+        log.info(
+            "worker %s started: %d slots, queues=%s, lease=%ss",
+            self.worker_id,
+            self.config.concurrency,
+            ",".join(self.config.queues) if self.config.queues else "all",
+            self.config.lease,
+        )
+        self.ready.set()
+        try:
+            await self._fetch_loop()
+        finally:
+            await self._drain()
+            await self._completer.close(timeout=10.0)
+            for task in [*helpers, watcher]:
+                task.cancel()
+            await asyncio.gather(*helpers, watcher, return_exceptions=True)
+            self.app.remove_enqueue_listener(self._notifier.wake_local)
+            await self._notifier.stop()
+            self._executor.shutdown()
+            await asyncio.to_thread(self._calls.shutdown)
+            log.info("worker %s stopped", self.worker_id)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    # -- fetching -------------------------------------------------------------------------
+    async def _watch(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        log.info("shutting down: no new jobs will be claimed")
+        self._stop.set()
+        self._notifier.wake_local()
+        self._slot_freed.set()
+
+    async def _fetch_loop(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            free = len(self._free_slots)
+            if free == 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            limit = min(free, self.config.fetch_limit)
+            try:
+                jobs = await self._calls(
+                    self.store.claim,
+                    worker=self.worker_id,
+                    queues=self.config.queues,
+                    limit=limit,
+                    lease=timedelta(seconds=self.config.lease),
+                )
+            except Exception as exc:
+                log.warning("claim failed, retrying in %.1fs: %s", backoff, exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < limit and not self._stop.is_set():
+                # Nothing more is due: sleep until an enqueue wakes us, or the poll interval.
+                await self._notifier.wait(self.config.fetch_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # -- running a job ----------------------------------------------------------------------
+    def _start(self, job: Job) -> None:
+        slot = self._free_slots.pop()
+        task = asyncio.create_task(self._run_job(job, slot), name=f"conveyor-job-{job.id}")
+        self._running[job.id] = _Running(job, slot, task)
+        self.metrics.slots_busy = len(self._running)
+
+    async def _run_job(self, job: Job, slot: str) -> None:
+        started = time.monotonic()
+        wait = max(0.0, (utcnow() - job.run_at).total_seconds())
+        log.info(
+            "processing",
+            extra=job_fields(
+                worker=slot, job=job.id, type=job.type, priority=job.priority, attempt=job.attempts
+            ),
+        )
+        try:
+            outcome = await self._executor.run(job)
+        except asyncio.CancelledError:
+            self._release_slot(job.id)  # lost lease or shutdown: the caller handles the job
+            raise
+        duration = time.monotonic() - started
+        ref = job.lease_ref()
+        retry_in: float | None = None
+        if outcome.error is None:
+            finish = Finish(ref, result_json=outcome.result_json)
+        else:
+            retry_at = None
+            if outcome.retryable and job.attempts < job.max_attempts:
+                task = self.app.tasks.get(job.type)
+                retry_in = (task.options.backoff if task else exponential_backoff)(job.attempts)
+                retry_at = utcnow() + timedelta(seconds=retry_in)
+                self._wake_at(retry_in)
+            finish = Finish(ref, error=outcome.error, retry_at=retry_at)
+        self._finishing[job.id] = ref
+        self._release_slot(job.id)
+        self._completer.submit(Done(finish, job, slot, duration, wait, retry_in))
+
+    def _release_slot(self, job_id: int) -> None:
+        running = self._running.pop(job_id, None)
+        if running is not None:
+            self._free_slots.append(running.slot)
+            self.metrics.slots_busy = len(self._running)
+            self._slot_freed.set()
+            if len(self._free_slots) == 1:
+                self._notifier.wake_local()  # a slot opened: look for work now
+
+    def _written(self, job_id: int) -> None:
+        self._finishing.pop(job_id, None)
+
+    def _wake_at(self, delay: float) -> None:
+        """A local retry is due in `delay` seconds: wake the fetcher then, not at the next poll."""
+        if self._loop is not None:
+            self._loop.call_later(delay, self._notifier.wake_local)
+
+    # -- leases -----------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        lease = timedelta(seconds=self.config.lease)
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            refs = [r.job.lease_ref() for r in self._running.values()]
+            refs += list(self._finishing.values())
+            if not refs:
+                continue
+            try:
+                lost = await self._calls(self.store.heartbeat, refs, lease=lease)
+            except Exception as exc:
+                log.warning("heartbeat failed for %d jobs: %s", len(refs), exc)
+                continue
+            for job_id in lost:
+                self._lease_lost(job_id)
+
+    def _lease_lost(self, job_id: int) -> None:
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        log.warning(
+            "lease lost (cancelled, or recovered after it expired): stopping the job",
+            extra=job_fields(worker=running.slot, job=job_id, status="lost"),
+        )
+        running.task.cancel()
+
+    async def _reaper_loop(self) -> None:
+        # Every process runs the reaper; the guarded UPDATE makes concurrent runs harmless.
+        while True:
+            await asyncio.sleep(self.config.reaper_interval)
+            try:
+                recovered = await self._calls(self.store.recover_expired, limit=1000)
+            except Exception as exc:
+                log.warning("recovering expired leases failed: %s", exc)
+                continue
+            if recovered.count:
+                self.metrics.jobs_recovered(recovered.count)
+                log.warning(
+                    "recovered %d jobs whose lease expired (requeued %s, failed %s)",
+                    recovered.count,
+                    recovered.requeued,
+                    recovered.failed,
+                )
+                if recovered.requeued:
+                    self._notifier.wake_local()
+
+    # -- shutdown ---------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            log.info(
+                "waiting up to %ss for %d running jobs", self.config.shutdown_timeout, len(tasks)
+            )
+            await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
+        left = list(self._running.values())
+        if not left:
+            return
+        refs = [r.job.lease_ref() for r in left]
+        for r in left:
+            r.task.cancel()
+        await asyncio.gather(*(r.task for r in left), return_exceptions=True)
+        try:
+            released = await self._calls(self.store.release, refs)
+        except Exception as exc:
+            log.error("could not hand back %d jobs (their leases will expire): %s", len(refs), exc)
+            return
+        self.metrics.jobs_handed_back(len(released))
+        for r in left:
+            log.warning(
+                "handed back to pending (shutdown timeout)",
+                extra=job_fields(worker=r.slot, job=r.job.id, status="pending"),
+            )

@@ -1,0 +1,46 @@
+"""PostgreSQL for tests: one throwaway database per test session (per process)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+CI = os.environ.get("CI", "").lower() == "true"
+ADMIN_URL = os.environ.get("CONVEYOR_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def base_url() -> str:
+    return ADMIN_URL.rsplit("/", 1)[0]
+
+
+def require_postgres() -> None:
+    """Fail under CI=true, skip loudly elsewhere, when PostgreSQL cannot be reached."""
+    try:
+        with psycopg.connect(ADMIN_URL, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL not reachable at {ADMIN_URL}: {exc}".splitlines()[0]
+        if CI:
+            pytest.fail(reason + " (CI=true: PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+def create_database(prefix: str = "conveyor_test") -> str:
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base_url()}/{name}"
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def truncate(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE jobs RESTART IDENTITY")
