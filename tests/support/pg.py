@@ -9,7 +9,9 @@ import psycopg
 import pytest
 
 CI = os.environ.get("CI", "").lower() == "true"
-ADMIN_URL = os.environ.get("CONVEYOR_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "CONVEYOR_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def base_url() -> str:

@@ -19,14 +19,19 @@ def wait_until(
     value = predicate()
     while not value:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message or predicate} (last={value!r})")
+            raise AssertionError(
+                f"timed out after {timeout}s: {message or predicate} (last={value!r})"
+            )
         time.sleep(interval)
         value = predicate()
     return value
 
 
 async def async_wait_until(
-    predicate: Callable[[], T | Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.01,
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
     message: str = "",
 ) -> T:
     deadline = time.monotonic() + timeout
