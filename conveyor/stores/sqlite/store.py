@@ -160,6 +160,10 @@ class SqliteStore(Store):
         try:
             return self._conn().execute(query, params or {}).fetchall()
         except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise StoreUnavailable(
+                    f"{self.path} has no Conveyor schema: run `conveyor migrate`"
+                ) from None
             raise StoreUnavailable(f"SQLite read failed: {exc}") from None
 
     def close(self) -> None:

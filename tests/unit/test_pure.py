@@ -1,0 +1,133 @@
+"""Pure logic: backoff, payload → arguments, validation, SQL file parsing, durations."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from conveyor.backoff import exponential_backoff
+from conveyor.cli.jobs import parse_duration
+from conveyor.errors import ConveyorError, InvalidJob
+from conveyor.payloads import ResultError, encode_payload, encode_result
+from conveyor.stores import sqlfile
+from conveyor.tasks import call_arguments
+from conveyor.validation import new_job
+
+
+def test_backoff_doubles_with_bounded_jitter_and_cap():
+    rng = random.Random(1)
+    for attempt, base in [(1, 2), (2, 4), (3, 8), (10, 1024)]:
+        for _ in range(50):
+            assert base * 0.8 <= exponential_backoff(attempt, rng=rng) <= base * 1.2
+    assert exponential_backoff(40, rng=rng) <= 3600
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (None, ((), {})),
+        ({"a": 1}, ((), {"a": 1})),
+        ("x", (("x",), {})),
+        ([1, 2], (([1, 2],), {})),
+        (0, ((0,), {})),
+        (False, ((False,), {})),
+    ],
+)
+def test_payload_to_arguments(payload, expected):
+    assert call_arguments(payload) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"type": ""}, "type must be 1 to 200"),
+        ({"type": "x" * 201}, "type must be 1 to 200"),
+        ({"type": "a\x00b"}, "NUL"),
+        ({"type": "\udcff"}, "not valid unicode"),
+        ({"type": "t", "queue": "q" * 201}, "queue"),
+        ({"type": "t", "priority": 32768}, "priority must be between"),
+        ({"type": "t", "priority": True}, "priority must be an integer"),
+        ({"type": "t", "max_attempts": 0}, "max_attempts"),
+        ({"type": "t", "max_attempts": 1001}, "max_attempts"),
+        ({"type": "t", "delay": -1}, "delay"),
+        ({"type": "t", "delay": 31_536_001}, "delay"),
+        ({"type": "t", "delay": 1, "run_at": datetime.now(UTC)}, "either delay or run_at"),
+        ({"type": "t", "run_at": datetime(2030, 1, 1)}, "timezone"),
+        ({"type": "t", "run_at": "not a date"}, "ISO 8601"),
+        ({"type": "t", "unique_key": "k" * 256}, "unique_key"),
+        ({"type": "t", "payload": {"x": float("nan")}}, "not JSON"),
+        ({"type": "t", "payload": object()}, "not JSON"),
+        ({"type": "t", "payload": "a\x00"}, "NUL"),
+    ],
+)
+def test_invalid_jobs_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(InvalidJob, match=message):
+        new_job(**kwargs)
+
+
+def test_valid_job_encodes_payload_and_defaults():
+    job = new_job("t", {"b": [1, "é"]}, default_max_attempts=7)
+    assert job.payload_json == '{"b":[1,"é"]}'
+    assert (job.queue, job.priority, job.max_attempts, job.run_at) == ("default", 0, 7, None)
+    assert new_job("t", run_at="2030-01-01T00:00:00+00:00").run_at == datetime(
+        2030, 1, 1, tzinfo=UTC
+    )
+
+
+def test_results_that_cannot_be_stored():
+    assert encode_result({"a": 1}) == '{"a":1}'
+    with pytest.raises(ResultError, match="not JSON"):
+        encode_result({1, 2})
+    with pytest.raises(ResultError, match="more than the limit"):
+        encode_result("x" * (2 * 1024 * 1024))
+    with pytest.raises(InvalidJob, match="more than the limit"):
+        encode_payload("x" * (2 * 1024 * 1024))
+
+
+def test_sqlfile_parses_named_blocks():
+    queries = sqlfile.parse("-- header\n-- name: a\n-- doc\nSELECT 1;\n\n-- name: b\nSELECT 2\n")
+    assert dict(queries) == {"a": "-- doc\nSELECT 1", "b": "SELECT 2"}
+    with pytest.raises(ValueError, match="twice"):
+        sqlfile.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
+
+
+def test_every_store_defines_the_same_worker_queries():
+    sqlite = sqlfile.load("conveyor.stores.sqlite")
+    for name in (
+        "enqueue",
+        "claim",
+        "heartbeat",
+        "complete",
+        "fail",
+        "release",
+        "recover_expired",
+        "cancel",
+        "retry",
+        "prune",
+        "stats",
+        "list_jobs",
+    ):
+        assert name in sqlite
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("7d", 604800),
+        ("12h", 43200),
+        ("30m", 1800),
+        ("45s", 45),
+        ("90", 90),
+        ("1.5h", 5400),
+        ("2w", 1209600),
+    ],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
+def test_parse_duration_refuses_garbage():
+    with pytest.raises(ConveyorError, match="bad duration"):
+        parse_duration("soon")
