@@ -94,6 +94,21 @@ class Store(abc.ABC):
         """Atomically move up to `limit` due pending jobs to processing, leased to `worker`,
         highest priority first, then oldest run_at, then id."""
 
+    def finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+    ) -> tuple[dict[int, JobStatus], list[Job]]:
+        """`finish_many(finishes)` then `claim(...)`. Stores override it to do both in one
+        transaction: a busy worker then pays one commit per batch of jobs, not two."""
+        applied = self.finish_many(finishes, now=now) if finishes else {}
+        return applied, self.claim(worker=worker, queues=queues, limit=limit, lease=lease, now=now)
+
     @abc.abstractmethod
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None

@@ -1,7 +1,9 @@
 """Write job outcomes in batches: one store transaction for every outcome that is ready.
 
 While one batch is being written the next accumulates, so under load many completions
-share a commit, and when idle a single completion is written at once (no timer)."""
+share a commit, and when idle a single completion is written at once (no timer). A busy
+fetcher takes the queued outcomes itself (`take`) and writes them in its claim's
+transaction; the completer's own loop writes whatever the fetcher does not take."""
 
 from __future__ import annotations
 
@@ -54,6 +56,24 @@ class Completer:
         self._idle.clear()
         self._ready.set()
 
+    def take(self) -> list[Done]:
+        """Hand the queued outcomes to a caller that writes them (then calls `report`)."""
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        return batch
+
+    def give_back(self, batch: list[Done]) -> None:
+        """The caller could not write `batch`: keep it for the next attempt."""
+        self._queue[:0] = batch
+        self._idle.clear()
+        self._ready.set()
+
+    def report(self, batch: list[Done], applied: dict[int, JobStatus]) -> None:
+        for done in batch:
+            self._report(done, applied.get(done.job.id))
+            self._on_written(done.job.id)
+        if not self._queue:
+            self._idle.set()
+
     async def run(self) -> None:
         backoff = 0.05
         while True:
@@ -63,24 +83,28 @@ class Completer:
                     return
                 await self._ready.wait()
                 self._ready.clear()
+                # let a fetcher woken by the same completions take them into its claim
+                await asyncio.sleep(0)
                 continue
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            batch = self.take()
             try:
                 applied = await self._calls(self._store.finish_many, [d.finish for d in batch])
             except Exception as exc:
                 # Keep the outcomes and try again; if the store stays away, the leases run out
                 # and the jobs are recovered and run again elsewhere (at-least-once).
                 log.warning("could not record %d outcomes, retrying: %s", len(batch), exc)
-                self._queue[:0] = batch
+                self.give_back(batch)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            for done in batch:
-                self._report(done, applied.get(done.job.id))
-                self._on_written(done.job.id)
+            self.report(batch, applied)
 
     def _report(self, done: Done, status: JobStatus | None) -> None:
+        if status is not None:
+            self._metrics.job_finished(done.job, status, done.duration, done.wait)
+            if done.finish.error is None and not log.isEnabledFor(logging.INFO):
+                return
         fields = {"worker": done.slot, "job": done.job.id, "duration": done.duration}
         if status is None:
             log.warning(
@@ -88,7 +112,6 @@ class Completer:
                 extra=job_fields(**fields, status="lost"),
             )
             return
-        self._metrics.job_finished(done.job, status, done.duration, done.wait)
         error = done.finish.error
         if error is None:
             log.info("finished", extra=job_fields(**fields, status=status.value))

@@ -144,20 +144,25 @@ class WorkerPool:
                 await self._slot_freed.wait()
                 continue
             limit = min(free, self.config.fetch_limit)
+            # outcomes ready now ride in the claim's transaction: one commit, not two
+            finished = self._completer.take()
             try:
-                jobs = await self._calls(
-                    self.store.claim,
+                applied, jobs = await self._calls(
+                    self.store.finish_and_claim,
+                    [d.finish for d in finished],
                     worker=self.worker_id,
                     queues=self.config.queues,
                     limit=limit,
                     lease=timedelta(seconds=self.config.lease),
                 )
             except Exception as exc:
+                self._completer.give_back(finished)
                 log.warning("claim failed, retrying in %.1fs: %s", backoff, exc)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            self._completer.report(finished, applied)
             for job in jobs:
                 self._start(job)
             if len(jobs) < limit and not self._stop.is_set():

@@ -30,9 +30,11 @@ WHERE unique_key = :unique_key
   AND status IN ('pending', 'processing')
 
 -- name: claim
--- Move up to :limit due pending jobs, from any queue, to processing under a fresh lease.
--- One statement inside BEGIN IMMEDIATE: SQLite has one writer at a time, so no two
--- workers can select the same row.
+-- Move up to :limit due pending jobs to processing under a fresh lease, highest priority
+-- first, then oldest run_at, then id; from every queue, or only those in the JSON array
+-- :queues. The inner subquery walks jobs_pending for one queue and stops after :limit rows,
+-- so the cost is (queues x limit) whatever the backlog. One statement: SQLite has one
+-- writer at a time, so no two workers can take the same row.
 UPDATE jobs
 SET status           = 'processing',
     attempts         = attempts + 1,
@@ -41,29 +43,18 @@ SET status           = 'processing',
     updated_at       = :now,
     lease_expires_at = :lease_until
 WHERE id IN (
-    SELECT id FROM jobs INDEXED BY jobs_pending
-    WHERE status = 'pending'
-      AND run_at <= :now
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
-)
-RETURNING *
-
--- name: claim_from_queues
--- As claim, restricted to the queues in the JSON array :queues.
-UPDATE jobs
-SET status           = 'processing',
-    attempts         = attempts + 1,
-    worker           = :worker,
-    started_at       = :now,
-    updated_at       = :now,
-    lease_expires_at = :lease_until
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE status = 'pending'
-      AND run_at <= :now
-      AND queue IN (SELECT value FROM json_each(:queues))
-    ORDER BY priority DESC, run_at, id
+    SELECT j.id
+    FROM queues AS q
+    JOIN jobs AS j ON j.id IN (
+        SELECT c.id FROM jobs AS c INDEXED BY jobs_pending
+        WHERE c.queue = q.name
+          AND c.status = 'pending'
+          AND c.run_at <= :now
+        ORDER BY c.priority DESC, c.run_at, c.id
+        LIMIT :limit
+    )
+    WHERE :queues IS NULL OR q.name IN (SELECT value FROM json_each(:queues))
+    ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT :limit
 )
 RETURNING *
@@ -176,13 +167,25 @@ RETURNING *
 
 -- name: prune
 -- Delete one batch of finished jobs older than :cutoff (batches keep write locks short).
+-- The newest row is kept: ids are max(id) + 1, so keeping it means ids are never reused.
 DELETE FROM jobs
 WHERE id IN (
-    SELECT id FROM jobs
+    SELECT id FROM jobs INDEXED BY jobs_finished
     WHERE status IN ('done', 'failed', 'cancelled')
       AND finished_at < :cutoff
     LIMIT :batch
 )
+  AND id < (SELECT max(id) FROM jobs)
+
+-- name: written_by
+-- Whether a batched fenced write (complete, heartbeat) applied to this job: it did when the
+-- row carries this claim's fence and the write's timestamp. Used only when a batch's
+-- rowcount shows that some rows were not held any more.
+SELECT 1 FROM jobs
+WHERE id = :id
+  AND worker = :worker
+  AND attempts = :attempt
+  AND (updated_at = :now OR lease_expires_at = :lease_until)
 
 -- name: stats
 SELECT queue, status, count(*) AS n

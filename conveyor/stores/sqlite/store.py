@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,6 +96,9 @@ class SqliteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy handler, which
+        # sleeps in steps of milliseconds; other processes still meet busy_timeout.
+        self._write_lock = threading.Lock()
         self._closed = False
 
     @classmethod
@@ -141,20 +144,32 @@ class SqliteStore(Store):
         """One write transaction: BEGIN IMMEDIATE takes the write lock up front, so it
         waits (busy_timeout) instead of failing later on a read→write upgrade."""
         conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreUnavailable(f"SQLite commit failed: {exc}") from None
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"SQLite commit failed: {exc}") from None
+
+    def _write_one(self, query: str, params: dict[str, object]) -> list[sqlite3.Row]:
+        """One statement in its own (implicit) transaction: a single DML statement takes the
+        write lock when it starts, so it is atomic and waits in busy_timeout like BEGIN
+        IMMEDIATE, at a third of the round trips."""
+        conn = self._conn()
+        with self._write_lock:
+            try:
+                return conn.execute(query, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite write failed: {exc}") from None
 
     def _read(self, query: str, params: dict[str, object] | None = None) -> list[sqlite3.Row]:
         try:
@@ -214,8 +229,15 @@ class SqliteStore(Store):
             if not isinstance(connection, sqlite3.Connection):
                 raise TypeError("connection must be a sqlite3.Connection for a SQLite store")
             return self._insert(connection, job, _now_us(None))
-        with self._write() as conn:
-            return self._insert(conn, job, _now_us(None))
+        if job.unique_key is not None:
+            with self._write() as conn:  # insert-or-read-holder must be one transaction
+                return self._insert(conn, job, _now_us(None))
+        conn = self._conn()
+        with self._write_lock:
+            try:
+                return self._insert(conn, job, _now_us(None))
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite write failed: {exc}") from None
 
     def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         now = _now_us(None)
@@ -280,23 +302,8 @@ class SqliteStore(Store):
     ) -> list[Job]:
         if limit <= 0:
             return []
-        now_us = _now_us(now)
-        params: dict[str, object] = {
-            "worker": worker,
-            "now": now_us,
-            "lease_until": now_us + int(lease.total_seconds() * 1_000_000),
-            "limit": limit,
-        }
-        query = Q["claim"]
-        if queues:
-            query = Q["claim_from_queues"]
-            params["queues"] = json.dumps(list(queues))
-        with self._write() as conn:
-            rows = conn.execute(query, params).fetchall()
-        jobs = [row_to_job(row) for row in rows]
-        # RETURNING order is unspecified; hand jobs out in claim order.
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
+        params = _claim_params(worker, queues, limit, lease, _now_us(now))
+        return _claimed(self._write_one(Q["claim"], params))
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -304,42 +311,39 @@ class SqliteStore(Store):
         if not refs:
             return set()
         until = _now_us(now) + int(lease.total_seconds() * 1_000_000)
-        lost: set[int] = set()
+        rows = [{**_fence(ref), "lease_until": until, "now": None} for ref in refs]
         with self._write() as conn:
-            for ref in refs:
-                cur = conn.execute(Q["heartbeat"], {**_fence(ref), "lease_until": until})
-                if cur.rowcount != 1:
-                    lost.add(ref.job_id)
-        return lost
+            return {rows[i]["id"] for i in _missed(conn, Q["heartbeat"], rows)}  # type: ignore[misc]
 
     def finish_many(
         self, finishes: Sequence[Finish], *, now: datetime | None = None
     ) -> dict[int, JobStatus]:
         if not finishes:
             return {}
-        now_us = _now_us(now)
-        applied: dict[int, JobStatus] = {}
         with self._write() as conn:
-            for fin in finishes:
-                if fin.error is None:
-                    cur = conn.execute(
-                        Q["complete"], {**_fence(fin.ref), "result": fin.result_json, "now": now_us}
-                    )
-                    if cur.rowcount == 1:
-                        applied[fin.ref.job_id] = JobStatus.DONE
-                    continue
-                row = conn.execute(
-                    Q["fail"],
-                    {
-                        **_fence(fin.ref),
-                        "error": fin.error,
-                        "retry_at": None if fin.retry_at is None else to_us(fin.retry_at),
-                        "now": now_us,
-                    },
-                ).fetchone()
-                if row is not None:
-                    applied[fin.ref.job_id] = JobStatus(row[0])
-        return applied
+            return _finish(conn, finishes, _now_us(now))
+
+    def finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+    ) -> tuple[dict[int, JobStatus], list[Job]]:
+        if not finishes:
+            return {}, self.claim(worker=worker, queues=queues, limit=limit, lease=lease, now=now)
+        now_us = _now_us(now)
+        with self._write() as conn:
+            applied = _finish(conn, finishes, now_us)
+            rows = (
+                conn.execute(Q["claim"], _claim_params(worker, queues, limit, lease, now_us))
+                if limit > 0
+                else []
+            )
+            return applied, _claimed(rows)
 
     def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
         released: set[int] = set()
@@ -429,8 +433,71 @@ class SqliteStore(Store):
         return int(conn.execute(Q["data_version"]).fetchone()[0])
 
 
+def _claim_params(
+    worker: str, queues: Sequence[str] | None, limit: int, lease: timedelta, now_us: int
+) -> dict[str, object]:
+    return {
+        "worker": worker,
+        "now": now_us,
+        "lease_until": now_us + int(lease.total_seconds() * 1_000_000),
+        "limit": limit,
+        "queues": json.dumps(list(queues)) if queues else None,
+    }
+
+
+def _claimed(rows: Iterable[sqlite3.Row]) -> list[Job]:
+    jobs = [row_to_job(row) for row in rows]
+    # RETURNING order is unspecified; hand jobs out in claim order.
+    jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+    return jobs
+
+
+def _finish(
+    conn: sqlite3.Connection, finishes: Sequence[Finish], now_us: int
+) -> dict[int, JobStatus]:
+    """Write outcomes inside the caller's transaction: every `done` in one executemany,
+    failures one by one (they are rare and need their new status back)."""
+    applied: dict[int, JobStatus] = {}
+    done = [f for f in finishes if f.error is None]
+    rows: list[dict[str, object]] = [
+        {**_fence(f.ref), "result": f.result_json, "now": now_us, "lease_until": None}
+        for f in done
+    ]
+    missed = _missed(conn, Q["complete"], rows)
+    for i, fin in enumerate(done):
+        if i not in missed:
+            applied[fin.ref.job_id] = JobStatus.DONE
+    for fin in finishes:
+        if fin.error is None:
+            continue
+        row = conn.execute(
+            Q["fail"],
+            {
+                **_fence(fin.ref),
+                "error": fin.error,
+                "retry_at": None if fin.retry_at is None else to_us(fin.retry_at),
+                "now": now_us,
+            },
+        ).fetchone()
+        if row is not None:
+            applied[fin.ref.job_id] = JobStatus(row[0])
+    return applied
+
+
 def _fence(ref: LeaseRef) -> dict[str, object]:
     return {"id": ref.job_id, "worker": ref.worker, "attempt": ref.attempt}
+
+
+def _missed(conn: sqlite3.Connection, query: str, rows: list[dict[str, object]]) -> set[int]:
+    """Run a fenced UPDATE for every row in one executemany; return the indexes of rows it
+    did not apply to. The common case (all applied) costs one call; otherwise each row is
+    checked against the fence and the write's own timestamp (query `written_by`)."""
+    if not rows:
+        return set()
+    if conn.executemany(query, rows).rowcount == len(rows):
+        return set()
+    check = Q["written_by"]
+    return {i for i, row in enumerate(rows) if conn.execute(check, row).fetchone() is None}
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -1,6 +1,8 @@
 -- Timestamps are INTEGER microseconds since the Unix epoch, UTC: sortable, exact, compact.
 CREATE TABLE jobs (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids never reused after prune
+    -- No AUTOINCREMENT (it costs a write to sqlite_sequence per insert): new ids are
+    -- max(id) + 1, and prune never deletes the newest row, so ids are never reused.
+    id               INTEGER PRIMARY KEY,
     type             TEXT    NOT NULL,
     queue            TEXT    NOT NULL DEFAULT 'default',
     payload          TEXT    NOT NULL DEFAULT 'null',    -- JSON text
@@ -21,10 +23,23 @@ CREATE TABLE jobs (
     finished_at      INTEGER
 );
 
--- The claim walks one of these in order and stops after LIMIT rows: its cost does not
--- grow with finished jobs (not in the index) nor with the pending backlog.
-CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
-CREATE INDEX jobs_pending_by_queue ON jobs (queue, priority DESC, run_at, id) WHERE status = 'pending';
+-- The claim walks this index per queue, in claim order, and stops after LIMIT rows: its
+-- cost does not grow with finished jobs (not in the index) nor with the pending backlog.
+-- One index serves both "all queues" and "these queues" claims (see `queues` below), so
+-- each insert and each status change maintains one pending index, not two.
+CREATE INDEX jobs_pending ON jobs (queue, priority DESC, run_at, id) WHERE status = 'pending';
+
+-- Every queue name ever used, so a claim over all queues is one short index walk per
+-- queue. Kept by a trigger inside the INSERT: no extra statement, and INSERT OR IGNORE of a
+-- known name writes nothing.
+CREATE TABLE queues (
+    name TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
+CREATE TRIGGER jobs_queue_seen AFTER INSERT ON jobs
+BEGIN
+    INSERT OR IGNORE INTO queues (name) VALUES (NEW.queue);
+END;
 
 -- At most one unfinished job per unique_key; finished jobs free the key.
 CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
