@@ -460,8 +460,7 @@ def _finish(
     applied: dict[int, JobStatus] = {}
     done = [f for f in finishes if f.error is None]
     rows: list[dict[str, object]] = [
-        {**_fence(f.ref), "result": f.result_json, "now": now_us, "lease_until": None}
-        for f in done
+        {**_fence(f.ref), "result": f.result_json, "now": now_us, "lease_until": None} for f in done
     ]
     missed = _missed(conn, Q["complete"], rows)
     for i, fin in enumerate(done):

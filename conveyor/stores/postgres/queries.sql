@@ -1,0 +1,336 @@
+-- Every statement the PostgreSQL store runs. Parameters are bound by name (psycopg's
+-- %(name)s style), so no percent sign may appear anywhere else in this file.
+-- A NULL now parameter means the database clock (now(): the transaction's start, which is
+-- the statement's start for the store's own one-statement transactions).
+-- Wake-ups: statements that make jobs runnable call pg_notify('conveyor_jobs', queue) in the
+-- same transaction; PostgreSQL delivers it only on commit and folds duplicates into one.
+
+-- name: schema_version
+-- The highest applied migration, from the table the migration runner keeps.
+SELECT coalesce(max(version), 0) AS version FROM schema_version
+
+-- name: lock_migrations
+-- Serialise concurrent migrate() calls (many workers starting at once); released at commit.
+SELECT pg_advisory_xact_lock(7079031357295620405)
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL
+)
+
+-- name: record_migration
+INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(name)s, now())
+
+-- name: enqueue
+-- Insert one pending job and wake listeners; no row when an unfinished job holds its unique_key
+-- (then nobody is woken either).
+WITH inserted AS (
+    INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
+                      created_at, updated_at)
+    VALUES (%(type)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
+            coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text, now(), now())
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+    DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*, pg_notify('conveyor_jobs', inserted.queue) AS woke
+FROM inserted
+
+-- name: enqueue_many
+-- Insert a batch in one statement, in input order, and wake listeners. Ids are drawn from the
+-- sequence per input row first, so each inserted row joins back to its input position
+-- (RETURNING order is not guaranteed). Rows whose unique_key is held come back with NULL
+-- job columns; the store then reads their holder. ON CONFLICT DO NOTHING also skips a later
+-- row whose key an earlier row of the same batch took, as sequential inserts would.
+WITH input AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, batch.*
+    FROM unnest(
+        %(types)s::text[],
+        %(queues)s::text[],
+        %(payloads)s::text[],
+        %(priorities)s::smallint[],
+        %(max_attempts)s::integer[],
+        %(run_ats)s::timestamptz[],
+        %(unique_keys)s::text[]
+    ) WITH ORDINALITY
+      AS batch (type, queue, payload, priority, max_attempts, run_at, unique_key, ord)
+),
+inserted AS (
+    INSERT INTO jobs (id, type, queue, payload, priority, max_attempts, run_at, unique_key,
+                      created_at, updated_at)
+    SELECT id, type, queue, payload::jsonb, priority, max_attempts,
+           coalesce(run_at, now()), unique_key, now(), now()
+    FROM input
+    ORDER BY ord
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+    DO NOTHING
+    RETURNING *
+)
+SELECT input.ord,
+       inserted.*,
+       CASE WHEN inserted.id IS NOT NULL THEN pg_notify('conveyor_jobs', inserted.queue) END
+           AS woke
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
+ORDER BY input.ord
+
+-- name: get_unfinished_by_unique_key
+-- The job holding a unique_key (after enqueue found it taken).
+SELECT * FROM jobs
+WHERE unique_key = %(unique_key)s
+  AND status IN ('pending', 'processing')
+
+-- name: claim
+-- Move up to limit due pending jobs, from any queue, to processing under a fresh lease.
+-- The MATERIALIZED CTE is a fence: the rows are chosen and locked exactly once, before the
+-- UPDATE. Written as WHERE id IN (subquery) or an inlined CTE, the planner may run the
+-- LIMIT ... SKIP LOCKED subquery more than once (re-scans, rechecks after a concurrent
+-- update), each run skipping different rows, and so claim more rows than asked.
+-- SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing.
+WITH next AS MATERIALIZED (
+    SELECT id
+    FROM jobs
+    WHERE status = 'pending'
+      AND run_at <= coalesce(%(now)s::timestamptz, now())
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs
+SET status           = 'processing',
+    attempts         = jobs.attempts + 1,
+    worker           = %(worker)s,
+    started_at       = coalesce(%(now)s::timestamptz, now()),
+    updated_at       = coalesce(%(now)s::timestamptz, now()),
+    lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
+FROM next
+WHERE jobs.id = next.id
+RETURNING jobs.*
+
+-- name: claim_from_queues
+-- As claim, restricted to the queues in the text array queues.
+WITH next AS MATERIALIZED (
+    SELECT id
+    FROM jobs
+    WHERE status = 'pending'
+      AND run_at <= coalesce(%(now)s::timestamptz, now())
+      AND queue = ANY (%(queues)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs
+SET status           = 'processing',
+    attempts         = jobs.attempts + 1,
+    worker           = %(worker)s,
+    started_at       = coalesce(%(now)s::timestamptz, now()),
+    updated_at       = coalesce(%(now)s::timestamptz, now()),
+    lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
+FROM next
+WHERE jobs.id = next.id
+RETURNING jobs.*
+
+-- name: heartbeat
+-- Extend the leases still held by these claims (ids, workers, attempts: parallel arrays);
+-- returns the ids extended. The held CTE locks the fenced rows in id order: heartbeat,
+-- finish_many and release of one worker run concurrently over the same rows, and a common
+-- lock order keeps them from deadlocking. A row changed meanwhile is re-checked against the
+-- fence after the lock (READ COMMITTED), so a lost lease is never extended.
+WITH held AS MATERIALIZED (
+    SELECT jobs.id
+    FROM jobs
+    JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
+         AS ref (id, worker, attempt)
+      ON jobs.id = ref.id
+    WHERE jobs.status = 'processing'
+      AND jobs.worker = ref.worker
+      AND jobs.attempts = ref.attempt
+    ORDER BY jobs.id
+    FOR UPDATE OF jobs
+)
+UPDATE jobs
+SET lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
+FROM held
+WHERE jobs.id = held.id
+RETURNING jobs.id
+
+-- name: finish_many
+-- Write a batch of outcomes, each only while its claim (worker + attempt) still holds the job:
+-- error NULL → done with result; otherwise → pending at retry_at, or failed when retry_at is
+-- NULL. Same id-ordered locking as heartbeat. Returns the new status of each job written.
+WITH outcome AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::bigint[],
+        %(workers)s::text[],
+        %(attempts)s::integer[],
+        %(results)s::text[],
+        %(errors)s::text[],
+        %(retry_ats)s::timestamptz[]
+    ) AS o (id, worker, attempt, result, error, retry_at)
+),
+held AS MATERIALIZED (
+    SELECT jobs.id
+    FROM jobs
+    JOIN outcome ON jobs.id = outcome.id
+    WHERE jobs.status = 'processing'
+      AND jobs.worker = outcome.worker
+      AND jobs.attempts = outcome.attempt
+    ORDER BY jobs.id
+    FOR UPDATE OF jobs
+)
+UPDATE jobs
+SET status           = CASE
+                           WHEN o.error IS NULL THEN 'done'
+                           WHEN o.retry_at IS NULL THEN 'failed'
+                           ELSE 'pending'
+                       END,
+    result           = CASE WHEN o.error IS NULL THEN o.result::jsonb ELSE jobs.result END,
+    run_at           = CASE WHEN o.error IS NULL THEN jobs.run_at
+                            ELSE coalesce(o.retry_at, jobs.run_at) END,
+    last_error       = coalesce(o.error, jobs.last_error),
+    finished_at      = CASE WHEN o.error IS NOT NULL AND o.retry_at IS NOT NULL THEN NULL
+                            ELSE coalesce(%(now)s::timestamptz, now()) END,
+    updated_at       = coalesce(%(now)s::timestamptz, now()),
+    lease_expires_at = NULL
+FROM held
+JOIN outcome AS o ON o.id = held.id
+WHERE jobs.id = held.id
+RETURNING jobs.id, jobs.status
+
+-- name: release
+-- processing → pending now, giving the attempt back (graceful shutdown); fenced and locked as
+-- heartbeat. Wakes listeners: another process can run the handed-back jobs at once.
+WITH held AS MATERIALIZED (
+    SELECT jobs.id
+    FROM jobs
+    JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
+         AS ref (id, worker, attempt)
+      ON jobs.id = ref.id
+    WHERE jobs.status = 'processing'
+      AND jobs.worker = ref.worker
+      AND jobs.attempts = ref.attempt
+    ORDER BY jobs.id
+    FOR UPDATE OF jobs
+),
+released AS (
+    UPDATE jobs
+    SET status           = 'pending',
+        attempts         = jobs.attempts - 1,
+        run_at           = coalesce(%(now)s::timestamptz, now()),
+        updated_at       = coalesce(%(now)s::timestamptz, now()),
+        lease_expires_at = NULL
+    FROM held
+    WHERE jobs.id = held.id
+    RETURNING jobs.id, jobs.queue
+)
+SELECT id, pg_notify('conveyor_jobs', queue) AS woke
+FROM released
+
+-- name: recover_expired
+-- Jobs whose lease ran out (their worker died or stalled): back to pending while attempts
+-- remain, otherwise failed for good. The old worker's fence no longer matches either way.
+-- SKIP LOCKED: a row locked right now is being heartbeated or finished by its worker (so it
+-- is alive), or recovered by another process's reaper; either way it is not ours to take.
+-- Requeued jobs wake listeners.
+WITH expired AS MATERIALIZED (
+    SELECT id
+    FROM jobs
+    WHERE status = 'processing'
+      AND lease_expires_at < coalesce(%(now)s::timestamptz, now())
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+recovered AS (
+    UPDATE jobs
+    SET status           = CASE WHEN jobs.attempts < jobs.max_attempts
+                                THEN 'pending' ELSE 'failed' END,
+        run_at           = coalesce(%(now)s::timestamptz, now()),
+        last_error       = 'recovered: lease of worker ' || coalesce(jobs.worker, '?')
+                           || ' expired during attempt ' || jobs.attempts
+                           || ' of ' || jobs.max_attempts
+                           || ' (the worker died or stalled)',
+        finished_at      = CASE WHEN jobs.attempts < jobs.max_attempts
+                                THEN NULL ELSE coalesce(%(now)s::timestamptz, now()) END,
+        updated_at       = coalesce(%(now)s::timestamptz, now()),
+        lease_expires_at = NULL
+    FROM expired
+    WHERE jobs.id = expired.id
+    RETURNING jobs.id, jobs.status, jobs.queue
+)
+SELECT id,
+       status,
+       CASE WHEN status = 'pending' THEN pg_notify('conveyor_jobs', queue) END AS woke
+FROM recovered
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s
+
+-- name: list_jobs
+-- Newest first; each filter applies only when given; keyset pagination by before_id.
+SELECT * FROM jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: cancel
+-- pending|processing → cancelled; no row when the job is absent or already finished.
+UPDATE jobs
+SET status           = 'cancelled',
+    finished_at      = coalesce(%(now)s::timestamptz, now()),
+    updated_at       = coalesce(%(now)s::timestamptz, now()),
+    lease_expires_at = NULL
+WHERE id = %(id)s
+  AND status IN ('pending', 'processing')
+RETURNING *
+
+-- name: retry
+-- failed|cancelled → pending, runnable now, and wake listeners. attempts is kept (history),
+-- and max_attempts is raised when needed so at least one more attempt runs. Raises a
+-- unique violation when another unfinished job holds the key.
+WITH retried AS (
+    UPDATE jobs
+    SET status       = 'pending',
+        run_at       = coalesce(%(now)s::timestamptz, now()),
+        max_attempts = greatest(max_attempts, attempts + 1),
+        finished_at  = NULL,
+        updated_at   = coalesce(%(now)s::timestamptz, now())
+    WHERE id = %(id)s
+      AND status IN ('failed', 'cancelled')
+    RETURNING *
+)
+SELECT retried.*, pg_notify('conveyor_jobs', retried.queue) AS woke
+FROM retried
+
+-- name: prune
+-- Delete one batch of finished jobs older than now - older_than (batches keep transactions
+-- short). SKIP LOCKED: a row locked now is being retried, and is not ours to delete.
+WITH doomed AS MATERIALIZED (
+    SELECT id
+    FROM jobs
+    WHERE status IN ('done', 'failed', 'cancelled')
+      AND finished_at < coalesce(%(now)s::timestamptz, now()) - %(older_than)s::interval
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs
+USING doomed
+WHERE jobs.id = doomed.id
+
+-- name: stats
+SELECT queue, status, count(*) AS n
+FROM jobs
+GROUP BY queue, status
+
+-- name: listen
+-- The notifier's subscription; also its keep-alive probe (LISTEN again is a no-op).
+LISTEN conveyor_jobs
+
+-- name: ping
+SELECT 1
