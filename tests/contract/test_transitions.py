@@ -147,3 +147,20 @@ def test_operator_time_moves_with_now(store):
     assert abs((cancelled.finished_at - t).total_seconds()) < 0.001
     retried = store.retry(job.id, now=t + timedelta(seconds=1))
     assert abs((retried.run_at - (t + timedelta(seconds=1))).total_seconds()) < 0.001
+
+
+def test_finish_and_claim_writes_outcomes_and_claims_the_next_batch(store):
+    for i in range(5):
+        add(store, payload=i)
+    first = store.claim(worker="w", queues=None, limit=2, lease=LEASE)
+    stale = LeaseRef(first[1].id, "someone-else", 1)
+    applied, nxt = store.finish_and_claim(
+        [Finish(first[0].lease_ref(), result_json='"ok"'), Finish(stale, error="x")],
+        worker="w", queues=None, limit=2, lease=LEASE,
+    )
+    assert applied == {first[0].id: JobStatus.DONE}
+    assert [j.payload for j in nxt] == [2, 3]
+    assert store.get_job(first[0].id).result == "ok"
+    assert store.get_job(first[1].id).status == JobStatus.PROCESSING
+    applied, none = store.finish_and_claim([], worker="w", queues=None, limit=0, lease=LEASE)
+    assert applied == {} and none == []

@@ -320,21 +320,26 @@ class PostgresStore(Store):
     ) -> list[Job]:
         if limit <= 0:
             return []
-        params: dict[str, object] = {
-            "worker": worker,
-            "now": _ts(now),
-            "lease": lease,
-            "limit": limit,
-        }
-        query = Q["claim"]
-        if queues:
-            query = Q["claim_from_queues"]
-            params["queues"] = list(queues)
-        rows = self._run(lambda cur: cur.execute(query, params).fetchall())
-        jobs = [row_to_job(row) for row in rows]
-        # RETURNING order is unspecified; hand jobs out in claim order.
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        return jobs
+        return self._run(lambda cur: _claim(cur, worker, queues, limit, lease, now))
+
+    def finish_and_claim(
+        self,
+        finishes: Sequence[Finish],
+        *,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None = None,
+    ) -> tuple[dict[int, JobStatus], list[Job]]:
+        # One transaction, one commit (one WAL flush) for a batch of outcomes and the next
+        # batch of jobs: the commit, not the statements, is what a busy worker waits on.
+        def work(cur: Cursor) -> tuple[dict[int, JobStatus], list[Job]]:
+            applied = _finish(cur, finishes, now) if finishes else {}
+            jobs = _claim(cur, worker, queues, limit, lease, now) if limit > 0 else []
+            return applied, jobs
+
+        return self._run(work)
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -350,21 +355,7 @@ class PostgresStore(Store):
     ) -> dict[int, JobStatus]:
         if not finishes:
             return {}
-        # One outcome per job, the first, as sequential writes would apply: a second one
-        # for the same claim finds the job no longer processing.
-        first: dict[int, Finish] = {}
-        for fin in finishes:
-            first.setdefault(fin.ref.job_id, fin)
-        batch = list(first.values())
-        params = {
-            **_fences(fin.ref for fin in batch),
-            "results": [fin.result_json if fin.error is None else None for fin in batch],
-            "errors": [fin.error for fin in batch],
-            "retry_ats": [None if fin.error is None else _ts(fin.retry_at) for fin in batch],
-            "now": _ts(now),
-        }
-        rows = self._run(lambda cur: cur.execute(Q["finish_many"], params).fetchall())
-        return {row["id"]: JobStatus(row["status"]) for row in rows}
+        return self._run(lambda cur: _finish(cur, finishes, now))
 
     def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
         if not refs:
@@ -438,6 +429,43 @@ class PostgresStore(Store):
 
 
 # -- statements shared by several methods ---------------------------------------------------
+def _claim(
+    cur: Cursor,
+    worker: str,
+    queues: Sequence[str] | None,
+    limit: int,
+    lease: timedelta,
+    now: datetime | None,
+) -> list[Job]:
+    params: dict[str, object] = {"worker": worker, "now": _ts(now), "lease": lease, "limit": limit}
+    query = Q["claim"]
+    if queues:
+        query = Q["claim_from_queues"]
+        params["queues"] = list(queues)
+    jobs = [row_to_job(row) for row in cur.execute(query, params).fetchall()]
+    # RETURNING order is unspecified; hand jobs out in claim order.
+    jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+    return jobs
+
+
+def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> dict[int, JobStatus]:
+    # One outcome per job, the first, as sequential writes would apply: a second one
+    # for the same claim finds the job no longer processing.
+    first: dict[int, Finish] = {}
+    for fin in finishes:
+        first.setdefault(fin.ref.job_id, fin)
+    batch = list(first.values())
+    params = {
+        **_fences(fin.ref for fin in batch),
+        "results": [fin.result_json if fin.error is None else None for fin in batch],
+        "errors": [fin.error for fin in batch],
+        "retry_ats": [None if fin.error is None else _ts(fin.retry_at) for fin in batch],
+        "now": _ts(now),
+    }
+    rows = cur.execute(Q["finish_many"], params).fetchall()
+    return {row["id"]: JobStatus(row["status"]) for row in rows}
+
+
 def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
     """Insert one job, or find the unfinished job holding its unique_key."""
     params = {
