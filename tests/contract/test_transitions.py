@@ -156,7 +156,10 @@ def test_finish_and_claim_writes_outcomes_and_claims_the_next_batch(store):
     stale = LeaseRef(first[1].id, "someone-else", 1)
     applied, nxt = store.finish_and_claim(
         [Finish(first[0].lease_ref(), result_json='"ok"'), Finish(stale, error="x")],
-        worker="w", queues=None, limit=2, lease=LEASE,
+        worker="w",
+        queues=None,
+        limit=2,
+        lease=LEASE,
     )
     assert applied == {first[0].id: JobStatus.DONE}
     assert [j.payload for j in nxt] == [2, 3]

@@ -179,6 +179,7 @@ class PostgresStore(Store):
                 # database is back.
                 reconnect_timeout=CONNECT_TIMEOUT_S * 2,
                 name="conveyor",
+                kwargs={"autocommit": True},
                 open=False,
             )
             try:
@@ -205,8 +206,10 @@ class PostgresStore(Store):
         # caller's time.
         threading.Thread(target=pool.close, name="conveyor-pool-close", daemon=True).start()
 
-    def _run(self, work: Callable[[Cursor], T]) -> T:
-        """Run `work` in one transaction on a pooled connection (committed on return).
+    def _run(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
+        """Run `work` on a pooled connection. Connections are in autocommit: a single
+        statement is its own transaction, one round trip with no BEGIN/COMMIT around it;
+        `atomic=True` wraps `work` in one transaction for multi-statement work.
 
         A connection that died while idle in the pool (database restart, terminated
         backend) fails on first use; that transaction certainly did not commit, so the
@@ -220,8 +223,13 @@ class PostgresStore(Store):
             try:
                 with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                     held = conn
-                    result = work(cur)
-                    held = None  # from here on (commit) a failure is not repeated
+                    if atomic:
+                        with conn.transaction():
+                            result = work(cur)
+                            held = None  # from here on (commit) a failure is not repeated
+                    else:
+                        result = work(cur)
+                        held = None
                 return result
             except PoolClosed as exc:
                 # Another thread replaced the pool under us (or close() was called).
@@ -284,7 +292,7 @@ class PostgresStore(Store):
                 cur.execute(Q["record_migration"], {"version": version, "name": name})
             return max(current, MIGRATIONS[-1][0] if MIGRATIONS else 0)
 
-        return self._run(work)
+        return self._run(work, atomic=True)
 
     def ping(self) -> None:
         self._run(lambda cur: cur.execute(Q["ping"]).fetchone())
@@ -306,7 +314,7 @@ class PostgresStore(Store):
     def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         if not jobs:
             return []
-        return self._run(lambda cur: _insert_many(cur, jobs))
+        return self._run(lambda cur: _insert_many(cur, jobs), atomic=True)
 
     # -- workers -------------------------------------------------------------------------
     def claim(
@@ -339,7 +347,7 @@ class PostgresStore(Store):
             jobs = _claim(cur, worker, queues, limit, lease, now) if limit > 0 else []
             return applied, jobs
 
-        return self._run(work)
+        return self._run(work, atomic=True)
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
