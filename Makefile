@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	@echo "Conveyor on $(DATABASE_URL): seeding demo jobs, then serving"
+	@echo "Conveyor on $(DATABASE_URL): seeding 20 demo jobs, then serving on http://127.0.0.1:8080"
 	$(BIN)/conveyor seed --count 20 --database-url $(DATABASE_URL)
-	$(BIN)/conveyor worker --database-url $(DATABASE_URL)
+	$(BIN)/conveyor serve --database-url $(DATABASE_URL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check conveyor tests bench

@@ -6,7 +6,10 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 
+from conveyor.api import create_app
+from conveyor.api.server import ApiServer, bind_socket, socket_url
 from conveyor.app import Conveyor
 from conveyor.loader import load_app
 from conveyor.logs import setup_logging
@@ -52,6 +55,72 @@ def run_worker(settings: Settings) -> int:
         install_stop_signals(stop)
         await WorkerPool(app, pool_config(settings), metrics=Metrics()).run(stop)
 
+    return _run(app, main)
+
+
+def run_serve(settings: Settings) -> int:
+    """`conveyor serve`: the HTTP API and (unless --workers 0) a worker pool, one process."""
+    setup_logging(settings.log_format, settings.log_level)
+    app = prepare_app(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await serve(app, settings, stop)
+
+    return _run(app, main)
+
+
+async def serve(
+    app: Conveyor, settings: Settings, stop: asyncio.Event, *, metrics: Metrics | None = None
+) -> None:
+    """Serve HTTP and run the pool on this loop until `stop` is set. Then HTTP stops
+    accepting and finishes its requests while the pool finishes or hands back its jobs.
+    If either side ends on its own (a crash), the other is stopped too."""
+    metrics = metrics or Metrics()
+    sock = bind_socket(settings.host, settings.port)
+    url = socket_url(sock)
+    try:
+        server = ApiServer(
+            create_app(app, settings, metrics),
+            shutdown_timeout=settings.shutdown_timeout,
+            on_started=lambda: log.info("Conveyor serving on %s", url),
+        )
+        pool = WorkerPool(app, pool_config(settings), metrics=metrics) if settings.workers else None
+    except BaseException:
+        sock.close()
+        raise
+    if pool is None:
+        log.info("--workers 0: API only, this process runs no jobs")
+
+    async def http() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            sock.close()
+            stop.set()
+
+    async def workers() -> None:
+        try:
+            await (pool.run(stop) if pool is not None else stop.wait())
+        finally:
+            server.should_exit = True
+
+    async def watch() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(watch(), name="conveyor-serve-stop")
+    try:
+        results = await asyncio.gather(http(), workers(), return_exceptions=True)
+    finally:
+        watcher.cancel()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _run(app: Conveyor, main: Callable[[], Coroutine[None, None, None]]) -> int:
     try:
         asyncio.run(main())
     finally:

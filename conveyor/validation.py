@@ -57,7 +57,10 @@ def resolve_run_at(delay: float | None, run_at: datetime | str | None) -> dateti
             raise InvalidJob("run_at must be a datetime")
         if run_at.tzinfo is None:
             raise InvalidJob("run_at must carry a timezone")
-        return run_at.astimezone(UTC)
+        try:
+            return run_at.astimezone(UTC)
+        except OverflowError:
+            raise InvalidJob("run_at is out of range") from None
     return None
 
 

@@ -1,4 +1,4 @@
-"""Long-running commands: migrate, worker."""
+"""Long-running commands: migrate, serve, worker."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def settings_from(**given: object) -> Settings:
 
 def register(cli: typer.Typer) -> None:
     cli.command()(migrate)
+    cli.command()(serve)
     cli.command()(worker)
 
 
@@ -69,3 +70,40 @@ def worker(
     if settings.workers < 1:
         raise typer.BadParameter("a worker needs --workers of at least 1")
     return run_worker(settings)
+
+
+def serve(
+    database_url: opt.DatabaseUrl = None,
+    app: opt.AppSpec = None,
+    host: opt.Host = None,
+    port: opt.Port = None,
+    workers: opt.Workers = None,
+    fetch_interval: opt.FetchInterval = None,
+    fetch_limit: opt.FetchLimit = None,
+    queues: opt.Queues = None,
+    lease: opt.Lease = None,
+    shutdown_timeout: opt.ShutdownTimeout = None,
+    log_format: opt.LogFormat = None,
+    log_level: opt.LogLevel = None,
+    max_attempts: opt.MaxAttempts = None,
+) -> int:
+    """HTTP API + dashboard and a worker pool in one process (--workers 0: API only)."""
+    from conveyor.process import run_serve
+
+    return run_serve(
+        settings_from(
+            database_url=database_url,
+            app=app,
+            host=host,
+            port=port,
+            workers=workers,
+            fetch_interval=fetch_interval,
+            fetch_limit=fetch_limit,
+            queues=queues,
+            lease=lease,
+            shutdown_timeout=shutdown_timeout,
+            log_format=log_format,
+            log_level=log_level,
+            max_attempts=max_attempts,
+        )
+    )

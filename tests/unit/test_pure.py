@@ -131,3 +131,8 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_refuses_garbage():
     with pytest.raises(ConveyorError, match="bad duration"):
         parse_duration("soon")
+
+
+def test_run_at_out_of_range_is_refused():
+    with pytest.raises(InvalidJob, match="out of range"):
+        new_job("t", run_at="0001-01-01T00:00:00+05:00")

@@ -1,0 +1,145 @@
+"""create_app: the FastAPI application — routers, error mapping, auth and body limit.
+
+Request path: BearerAuthMiddleware (401) → BodyLimitMiddleware (413) → FastAPI
+(422 on malformed input) → route → Conveyor / Store. Errors Conveyor raises on purpose
+map to statuses here, so none of them becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request, Security
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conveyor import __doc__ as conveyor_doc
+from conveyor.api import auth, jobs, system
+from conveyor.api.limits import BodyLimitMiddleware
+from conveyor.api.prometheus import PrometheusExporter
+from conveyor.app import Conveyor
+from conveyor.dashboard import routes as dashboard
+from conveyor.errors import (
+    ConveyorError,
+    InvalidJob,
+    InvalidTransition,
+    JobNotFound,
+    StoreUnavailable,
+    UnknownTask,
+)
+from conveyor.metrics import Metrics
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.api")
+
+# Statuses of the errors Conveyor raises on purpose. Any other ConveyorError (a
+# configuration problem found at request time) means this node cannot serve: 503.
+_STATUS: list[tuple[type[ConveyorError], int]] = [
+    (JobNotFound, 404),
+    (InvalidTransition, 409),
+    (StoreUnavailable, 503),
+]
+
+
+def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> FastAPI:
+    """The HTTP API over `conveyor`, sharing `metrics` with this process's worker pool."""
+    api = FastAPI(
+        title="Conveyor",
+        summary=conveyor_doc,
+        version=_version(),
+        description="Enqueue, inspect and act on jobs. JSON in and out.",
+    )
+    exporter = PrometheusExporter(conveyor, metrics)
+    # With a token, OpenAPI declares the bearer scheme (the middleware enforces it).
+    secured = [Security(auth.bearer_scheme)] if settings.api_token else []
+    api.include_router(jobs.router(conveyor), dependencies=secured)
+    api.include_router(system.metrics_router(conveyor, metrics, exporter), dependencies=secured)
+    api.include_router(system.probes_router(conveyor))
+    api.include_router(dashboard.router(conveyor, metrics), dependencies=secured)
+    _add_error_handlers(api)
+    _document_task_types(api, conveyor)
+    # add_middleware puts each one outside the previous: auth runs first, then the limit.
+    api.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_token:
+        api.add_middleware(auth.BearerAuthMiddleware, token=settings.api_token)
+    return api
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("conveyor")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _document_task_types(api: FastAPI, conveyor: Conveyor) -> None:
+    """When the app knows its tasks, OpenAPI lists them as the values `type` may take."""
+    build = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = build()
+            if conveyor.tasks:
+                field = schema["components"]["schemas"]["JobIn"]["properties"]["type"]
+                field["enum"] = sorted(conveyor.tasks)
+        return api.openapi_schema or build()
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+def _invalid(loc: list[str | int], msg: str, kind: str) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status_code=422)
+
+
+def _add_error_handlers(api: FastAPI) -> None:
+    async def invalid_job(request: Request, exc: Exception) -> JSONResponse:
+        kind = "unknown_task" if isinstance(exc, UnknownTask) else "invalid_job"
+        return _invalid(["body"], str(exc), kind)
+
+    async def request_invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # The submitted values ("input") are left out: they may be large or secret.
+        return JSONResponse({"detail": [_field_error(e) for e in exc.errors()]}, status_code=422)
+
+    async def conveyor_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 503)
+        if status == 503:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's "error parsing the body": bytes that are not UTF-8, or JSON nested
+            # or sized past what the parser takes. Malformed JSON, like any other: 422.
+            return _invalid(["body"], f"malformed JSON: {exc.__cause__}"[:200], "json_invalid")
+        return await http_exception_handler(request, exc)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    api.add_exception_handler(InvalidJob, invalid_job)
+    api.add_exception_handler(UnknownTask, invalid_job)
+    api.add_exception_handler(RequestValidationError, request_invalid)
+    api.add_exception_handler(StarletteHTTPException, http_error)
+    api.add_exception_handler(ConveyorError, conveyor_error)
+    api.add_exception_handler(Exception, unexpected)
+
+
+def _field_error(error: Any) -> dict[str, Any]:
+    loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+    msg = str(error.get("msg", "invalid"))
+    kind = str(error.get("type", "value_error"))
+    if kind == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error")
+        msg = f"malformed JSON: {reason}" if reason else "malformed JSON"
+    elif msg.startswith("Value error, "):
+        msg = msg.removeprefix("Value error, ")  # our validators' own one-line messages
+    return {"loc": loc, "msg": msg, "type": kind}
