@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATABASE_URL ?= sqlite:///conveyor.db
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -33,3 +33,7 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --store sqlite --jobs 20000
+	$(BIN)/python -m bench.chaos --store postgres --jobs 20000

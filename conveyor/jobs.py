@@ -159,6 +159,13 @@ class JobFilter:
     before_id: int | None = None
     limit: int = 100
 
+    def __post_init__(self) -> None:
+        # filters follow the rules of the fields they match (InvalidJob otherwise), so an
+        # unstorable value is an input error on every store, never a driver error
+        from conveyor.validation import check_filter
+
+        check_filter(type=self.type, queue=self.queue, before_id=self.before_id, limit=self.limit)
+
 
 def seconds(value: float) -> timedelta:
     return timedelta(seconds=value)

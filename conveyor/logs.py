@@ -71,3 +71,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.setLevel(level)
     # uvicorn's per-request access lines would drown the job lines
     logging.getLogger("uvicorn.access").setLevel(max(logging.WARNING, root.level))
+    # the pool reports every connection it grows or loses; our own lines say what matters
+    logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, root.level))

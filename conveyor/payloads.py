@@ -10,6 +10,9 @@ from conveyor.jobs import JSONValue
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 1024 * 1024
+# Deeper JSON cannot be read back by every parser on the way (Python's json module recurses,
+# PostgreSQL's jsonb has its own limit): refuse it at the door, not at claim time.
+MAX_DEPTH = 100
 
 
 class ResultError(ValueError):
@@ -21,7 +24,32 @@ def _encode(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+def _depth(text: str) -> int:
+    """Deepest nesting of arrays/objects in JSON text (brackets inside strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _check_text(text: str, what: str, limit: int, error: type[ValueError]) -> None:
+    # counting brackets is C-fast; only text that could be too deep is walked
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise error(f"{what} is nested more than {MAX_DEPTH} levels deep")
     # PostgreSQL cannot store NUL in text or jsonb; refuse it on both stores alike.
     if "\\u0000" in text:
         raise error(f"{what} contains a NUL character (\\u0000), which cannot be stored")
@@ -39,6 +67,8 @@ def encode_payload(payload: object) -> str:
         text = _encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise InvalidJob(f"payload is nested more than {MAX_DEPTH} levels deep") from None
     _check_text(text, "payload", MAX_PAYLOAD_BYTES, InvalidJob)
     return text
 

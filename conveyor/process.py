@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -120,9 +121,25 @@ async def serve(
             raise result
 
 
+async def _abandon_stragglers() -> None:
+    """A task that swallowed its cancellation (its job was handed back already) would keep
+    asyncio.run from returning: exit without it, since every outcome is written by now."""
+    stuck = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if stuck:
+        log.warning("%d task(s) ignored cancellation; exiting without them", len(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def _run(app: Conveyor, main: Callable[[], Coroutine[None, None, None]]) -> int:
+    async def guarded() -> None:
+        await main()
+        await _abandon_stragglers()
+
     try:
-        asyncio.run(main())
+        asyncio.run(guarded())
     finally:
         app.close()
         logging.shutdown()

@@ -28,6 +28,20 @@ def check_name(value: object, field: str, max_len: int) -> str:
     return value
 
 
+ID_MAX = 2**63 - 1
+
+
+def check_filter(*, type: str | None, queue: str | None, before_id: int | None, limit: int) -> None:
+    """Listing filters follow the same rules as the fields they match; InvalidJob otherwise."""
+    if type is not None:
+        check_name(type, "type", jobs.NAME_MAX)
+    if queue is not None:
+        check_name(queue, "queue", jobs.NAME_MAX)
+    if before_id is not None:
+        _check_int(before_id, "before_id", 1, ID_MAX)
+    _check_int(limit, "limit", 1, 1000)
+
+
 def _check_int(value: object, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidJob(f"{field} must be an integer")
@@ -80,7 +94,7 @@ def new_job(
     return NewJob(
         type=check_name(type, "type", jobs.NAME_MAX),
         payload_json=encode_payload(payload),
-        queue=check_name(queue or jobs.DEFAULT_QUEUE, "queue", jobs.NAME_MAX),
+        queue=check_name(jobs.DEFAULT_QUEUE if queue is None else queue, "queue", jobs.NAME_MAX),
         priority=_check_int(
             0 if priority is None else priority, "priority", jobs.PRIORITY_MIN, jobs.PRIORITY_MAX
         ),

@@ -18,10 +18,19 @@ from conveyor.errors import ConveyorError, InvalidJob, JobNotFound
 from conveyor.jobs import JobFilter, JobStatus
 from conveyor.process import prepare_app
 from conveyor.stores import Store, open_store
+from conveyor.validation import ID_MAX, check_filter
 
 jobs_cli = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True)
 
 SEED_BATCH = 1000
+JobId = Annotated[int, typer.Argument(help="the job's id")]
+
+
+def _existing_id(job_id: int) -> int:
+    """An id no store can hold is simply absent (exit 1, like any other missing job)."""
+    if not 1 <= job_id <= ID_MAX:
+        raise JobNotFound(f"job {job_id} not found")
+    return job_id
 
 
 def register(cli: typer.Typer) -> None:
@@ -61,6 +70,8 @@ def enqueue(
             value = json.loads(payload)
         except ValueError as exc:
             raise InvalidJob(f"--payload is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidJob("--payload is nested too deeply") from None
     conveyor = prepare_app(settings_from(database_url=database_url, app=app))
     try:
         job = conveyor.enqueue(
@@ -105,11 +116,12 @@ def list_jobs(
     type: Annotated[str | None, typer.Option("--type")] = None,
     queue: Annotated[str | None, typer.Option("--queue")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-    before_id: Annotated[int | None, typer.Option("--before-id")] = None,
+    before_id: Annotated[int | None, typer.Option("--before-id", min=1)] = None,
     as_json: opt.Json = False,
     database_url: opt.DatabaseUrl = None,
 ) -> None:
     """List jobs, newest first."""
+    check_filter(type=type, queue=queue, before_id=before_id, limit=limit)
     with _store(database_url) as store:
         found = store.list_jobs(
             JobFilter(status=status, type=type, queue=queue, before_id=before_id, limit=limit)
@@ -121,27 +133,27 @@ def list_jobs(
 
 
 @jobs_cli.command("show")
-def show(job_id: int, database_url: opt.DatabaseUrl = None) -> None:
+def show(job_id: JobId, database_url: opt.DatabaseUrl = None) -> None:
     """Print one job as JSON."""
     with _store(database_url) as store:
-        job = store.get_job(job_id)
+        job = store.get_job(_existing_id(job_id))
     if job is None:
         raise JobNotFound(f"job {job_id} not found")
     print_job(job)
 
 
 @jobs_cli.command("retry")
-def retry(job_id: int, database_url: opt.DatabaseUrl = None) -> None:
+def retry(job_id: JobId, database_url: opt.DatabaseUrl = None) -> None:
     """Put a failed or cancelled job back to pending, runnable now."""
     with _store(database_url) as store:
-        print_job(store.retry(job_id))
+        print_job(store.retry(_existing_id(job_id)))
 
 
 @jobs_cli.command("cancel")
-def cancel(job_id: int, database_url: opt.DatabaseUrl = None) -> None:
+def cancel(job_id: JobId, database_url: opt.DatabaseUrl = None) -> None:
     """Cancel a pending or processing job."""
     with _store(database_url) as store:
-        print_job(store.cancel(job_id))
+        print_job(store.cancel(_existing_id(job_id)))
 
 
 def stats(as_json: opt.Json = False, database_url: opt.DatabaseUrl = None) -> None:

@@ -76,14 +76,19 @@ class Executor:
         args, kwargs = call_arguments(job.payload)
         timeout = task.options.timeout
         if task.is_async:
-            return await asyncio.wait_for(task.func(*args, **kwargs), timeout)
-        loop = asyncio.get_running_loop()
+            # asyncio.timeout runs the coroutine in this task (wait_for would wrap it in
+            # another one, whose SystemExit asyncio re-raises into the loop: a dead worker).
+            async with asyncio.timeout(timeout):
+                return await task.func(*args, **kwargs)
         call = functools.partial(contextvars.copy_context().run, task.func, *args, **kwargs)
-        future = loop.run_in_executor(self._pool, call)
+        running = self._pool.submit(call)
         try:
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(running)
         except (TimeoutError, asyncio.CancelledError):
-            if not future.done():
+            # The thread itself cannot be stopped; `running` (not the asyncio wrapper, which
+            # is cancelled by now) tells whether it is still at work.
+            if not running.done():
                 self._abandon_thread()
             raise
 

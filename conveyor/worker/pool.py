@@ -291,7 +291,8 @@ class WorkerPool:
         refs = [r.job.lease_ref() for r in left]
         for r in left:
             r.task.cancel()
-        await asyncio.gather(*(r.task for r in left), return_exceptions=True)
+        # a task that swallows its cancellation is not waited for beyond a moment
+        await asyncio.wait([r.task for r in left], timeout=1.0)
         try:
             released = await self._calls(self.store.release, refs)
         except Exception as exc:

@@ -1,0 +1,1 @@
+from tests.support.procs import workers  # noqa: F401 - fixture
