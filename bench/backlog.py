@@ -73,6 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument(
+        "--history-only", action="store_true", help="only the 20k pending + 1M finished scenario"
+    )
     args = parser.parse_args()
     print(
         "| store | 10k pending jobs/s | 1M pending jobs/s | 10k pending + 1M done jobs/s "
@@ -82,6 +85,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for store in args.stores.split(","):
+            if args.history_only:
+                history = scenario(store, tmp, 20_000, args.big)
+                print(f"| {store} | | | {history:,.0f} | |", flush=True)
+                continue
             small = scenario(store, tmp, 20_000, 0)
             print(f"# {store} small: {small:,.0f}", file=sys.stderr, flush=True)
             big = scenario(store, tmp, args.big, 0)

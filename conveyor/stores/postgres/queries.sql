@@ -171,8 +171,11 @@ WITH outcome AS (
         %(retry_ats)s::timestamptz[]
     ) AS o (id, worker, attempt, result, error, retry_at)
 ),
+-- `held` carries the outcome columns along, so `outcome` is read once: referenced twice it
+-- would be materialised, and the final join against an unindexed CTE is quadratic in the
+-- batch size (seconds for 10,000 outcomes).
 held AS MATERIALIZED (
-    SELECT jobs.id
+    SELECT jobs.id, outcome.result, outcome.error, outcome.retry_at
     FROM jobs
     JOIN outcome ON jobs.id = outcome.id
     WHERE jobs.status = 'processing'
@@ -195,9 +198,8 @@ SET status           = CASE
                             ELSE coalesce(%(now)s::timestamptz, now()) END,
     updated_at       = coalesce(%(now)s::timestamptz, now()),
     lease_expires_at = NULL
-FROM held
-JOIN outcome AS o ON o.id = held.id
-WHERE jobs.id = held.id
+FROM held AS o
+WHERE jobs.id = o.id
 RETURNING jobs.id, jobs.status
 
 -- name: release
