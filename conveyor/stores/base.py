@@ -123,8 +123,15 @@ class Store(abc.ABC):
         the job; returns the new status of each job that applied."""
 
     @abc.abstractmethod
-    def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
-        """processing → pending now, giving the attempt back (shutdown); returns ids released."""
+    def release(
+        self,
+        refs: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> set[int]:
+        """processing → pending, runnable now (or from `not_before`), giving the attempt back
+        (shutdown); returns the ids released."""
 
     @abc.abstractmethod
     def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:

@@ -27,6 +27,10 @@ from conveyor.worker.storecalls import StoreCalls
 
 log = logging.getLogger("conveyor.worker")
 
+# A job whose code may still be running at exit is handed back runnable this much later:
+# by then this process has exited and its run has certainly stopped.
+HANDBACK_GRACE_S = 2.0
+
 
 def new_worker_id() -> str:
     """Unique per process and start: host, pid, and a random suffix (pids are reused)."""
@@ -278,6 +282,11 @@ class WorkerPool:
                     self._notifier.wake_local()
 
     # -- shutdown ---------------------------------------------------------------------------
+    def _stopped(self, running: _Running) -> bool:
+        """Whether a cancelled job's code has certainly stopped: an async task that ended."""
+        task = self.app.tasks.get(running.job.type)
+        return running.task.done() and (task is None or task.is_async)
+
     async def _drain(self) -> None:
         tasks = [r.task for r in self._running.values()]
         if tasks:
@@ -288,15 +297,30 @@ class WorkerPool:
         left = list(self._running.values())
         if not left:
             return
-        refs = [r.job.lease_ref() for r in left]
         for r in left:
             r.task.cancel()
         # a task that swallows its cancellation is not waited for beyond a moment
         await asyncio.wait([r.task for r in left], timeout=1.0)
+        # A sync task's thread cannot be stopped, and an async task may ignore its
+        # cancellation: such a job is still running until this process exits (in moments).
+        # It is handed back runnable only after HANDBACK_GRACE, so that no other worker
+        # starts it while this run is still going (never two runs at once).
+        still_running = [r for r in left if not self._stopped(r)]
+        stopped = [r for r in left if self._stopped(r)]
+        released: set[int] = set()
         try:
-            released = await self._calls(self.store.release, refs)
+            if stopped:
+                released |= await self._calls(
+                    self.store.release, [r.job.lease_ref() for r in stopped]
+                )
+            if still_running:
+                released |= await self._calls(
+                    self.store.release,
+                    [r.job.lease_ref() for r in still_running],
+                    not_before=utcnow() + timedelta(seconds=HANDBACK_GRACE_S),
+                )
         except Exception as exc:
-            log.error("could not hand back %d jobs (their leases will expire): %s", len(refs), exc)
+            log.error("could not hand back %d jobs (their leases will expire): %s", len(left), exc)
             return
         self.metrics.jobs_handed_back(len(released))
         for r in left:

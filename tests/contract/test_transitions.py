@@ -167,3 +167,15 @@ def test_finish_and_claim_writes_outcomes_and_claims_the_next_batch(store):
     assert store.get_job(first[1].id).status == JobStatus.PROCESSING
     applied, none = store.finish_and_claim([], worker="w", queues=None, limit=0, lease=LEASE)
     assert applied == {} and none == []
+
+
+def test_release_not_before_keeps_the_job_from_other_workers_until_then(store):
+    add(store)
+    job = claim_one(store)
+    t = later(0)
+    assert store.release([job.lease_ref()], now=t, not_before=t + timedelta(seconds=2)) == {job.id}
+    assert store.claim(worker="w2", queues=None, limit=1, lease=LEASE, now=t) == []
+    [again] = store.claim(
+        worker="w2", queues=None, limit=1, lease=LEASE, now=t + timedelta(seconds=3)
+    )
+    assert again.id == job.id and again.attempts == 1

@@ -130,3 +130,16 @@ def test_delayed_job_does_not_start_early(workers, producer):
     starts = {ln[0]: float(ln[2]) for ln in workers.records.finished()}
     assert starts["1"] >= enqueued + 2.0
     assert starts["2"] < starts["1"]
+
+
+def test_sigterm_hands_back_a_running_sync_job_only_after_its_process_is_gone(workers, producer):
+    # A sync task's thread cannot be stopped: the job must not be runnable elsewhere while
+    # this process (and so that thread) may still be alive.
+    job = producer.enqueue("slow", {"seq": 1, "seconds": 60})
+    proc = workers.start("--workers", "2", "--shutdown-timeout", "0.5", *FAST)
+    wait_until(lambda: workers.records.started(), timeout=15)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    back = producer.get_job(job.id)
+    assert back.status == JobStatus.PENDING and back.attempts == 0
+    assert back.run_at > back.updated_at, "runnable only after a grace period"

@@ -221,7 +221,7 @@ released AS (
     UPDATE jobs
     SET status           = 'pending',
         attempts         = jobs.attempts - 1,
-        run_at           = coalesce(%(now)s::timestamptz, now()),
+        run_at           = coalesce(%(not_before)s::timestamptz, %(now)s::timestamptz, now()),
         updated_at       = coalesce(%(now)s::timestamptz, now()),
         lease_expires_at = NULL
     FROM held

@@ -365,10 +365,16 @@ class PostgresStore(Store):
             return {}
         return self._run(lambda cur: _finish(cur, finishes, now))
 
-    def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
+    def release(
+        self,
+        refs: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> set[int]:
         if not refs:
             return set()
-        params = {**_fences(refs), "now": _ts(now)}
+        params = {**_fences(refs), "now": _ts(now), "not_before": _ts(not_before)}
         rows = self._run(lambda cur: cur.execute(Q["release"], params).fetchall())
         return {row["id"] for row in rows}
 

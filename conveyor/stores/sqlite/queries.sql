@@ -97,11 +97,12 @@ WHERE id = :id
 RETURNING status
 
 -- name: release
--- processing → pending now, giving the attempt back (graceful shutdown); same fence.
+-- processing → pending, runnable from :run_at, giving the attempt back (graceful shutdown);
+-- same fence.
 UPDATE jobs
 SET status           = 'pending',
     attempts         = attempts - 1,
-    run_at           = :now,
+    run_at           = :run_at,
     updated_at       = :now,
     lease_expires_at = NULL
 WHERE id = :id

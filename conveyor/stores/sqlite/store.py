@@ -345,14 +345,21 @@ class SqliteStore(Store):
             )
             return applied, _claimed(rows)
 
-    def release(self, refs: Sequence[LeaseRef], *, now: datetime | None = None) -> set[int]:
+    def release(
+        self,
+        refs: Sequence[LeaseRef],
+        *,
+        now: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> set[int]:
         released: set[int] = set()
         if not refs:
             return released
         now_us = _now_us(now)
+        params = {"now": now_us, "run_at": now_us if not_before is None else to_us(not_before)}
         with self._write() as conn:
             for ref in refs:
-                if conn.execute(Q["release"], {**_fence(ref), "now": now_us}).rowcount == 1:
+                if conn.execute(Q["release"], {**_fence(ref), **params}).rowcount == 1:
                     released.add(ref.job_id)
         return released
 
