@@ -8,6 +8,8 @@ never overwrite the job; they report what applied instead of raising.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -24,19 +26,43 @@ from conveyor.jobs import (
 
 
 class Notifier(abc.ABC):
-    """Wakes idle fetchers when work may be available; never carries job data."""
+    """Wakes idle fetchers when work may be available; never carries job data.
+
+    Wake-ups are one asyncio.Event on the loop that called `start`; stores differ only in
+    what sets it (a LISTEN connection, a data_version poll)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:
-        """Begin listening (LISTEN connection / data_version poll)."""
+        """Begin listening (LISTEN connection / data_version poll); sets `_loop`."""
 
-    @abc.abstractmethod
     async def wait(self, timeout: float) -> bool:
         """Wait for a wake-up; True when woken, False on timeout."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
 
-    @abc.abstractmethod
     def wake_local(self) -> None:
         """Wake this process's waiters (after a local enqueue); safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._event.set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._event.set)
 
     @abc.abstractmethod
     async def stop(self) -> None:

@@ -36,8 +36,7 @@ class PostgresNotifier(Notifier):
     def __init__(self, conninfo: str, *, where: str) -> None:
         self._conninfo = conninfo
         self._where = where
-        self._event = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__()
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -110,29 +109,6 @@ class PostgresNotifier(Notifier):
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
-
-    async def wait(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            return False
-        finally:
-            self._event.clear()
-        return True
-
-    def wake_local(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._event.set()
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._event.set)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -25,9 +25,8 @@ class SqliteNotifier(Notifier):
     up to FETCH_INTERVAL, so the poller errs towards waking."""
 
     def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
         self._store = store
-        self._event = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -59,29 +58,6 @@ class SqliteNotifier(Notifier):
             last = version
         if conn is not None:
             conn.close()
-
-    async def wait(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            return False
-        finally:
-            self._event.clear()
-        return True
-
-    def wake_local(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._event.set()
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._event.set)
 
     async def stop(self) -> None:
         self._stopping.set()
