@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,29 @@ class NewJob:
     max_attempts: int = 5
     run_at: datetime | None = None  # None: now, by the store's clock
     unique_key: str | None = None
+
+    def as_inserted(self, id: int, *, run_at: datetime, at: datetime) -> Job:
+        """The pending Job this insert produced: the store read back only what the
+        database chose (the id, run_at when it was "now", the creation time)."""
+        return Job(
+            id=id,
+            type=self.type,
+            queue=self.queue,
+            payload=json.loads(self.payload_json),
+            priority=self.priority,
+            status=JobStatus.PENDING,
+            attempts=0,
+            max_attempts=self.max_attempts,
+            run_at=run_at,
+            unique_key=self.unique_key,
+            result=None,
+            last_error=None,
+            worker=None,
+            created_at=at,
+            updated_at=at,
+            started_at=None,
+            finished_at=None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

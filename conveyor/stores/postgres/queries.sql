@@ -39,37 +39,39 @@ SELECT inserted.*, pg_notify('conveyor_jobs', inserted.queue) AS woke
 FROM inserted
 
 -- name: enqueue_many
--- Insert a batch in one statement, in input order, and wake listeners. Ids are drawn from the
--- sequence per input row first, so each inserted row joins back to its input position
--- (RETURNING order is not guaranteed). Rows whose unique_key is held come back with NULL
--- job columns; the store then reads their holder. ON CONFLICT DO NOTHING also skips a later
--- row whose key an earlier row of the same batch took, as sequential inserts would.
+-- Insert a batch in one statement, in input order, and wake listeners. The batch arrives as
+-- one JSON array of [type, queue, payload JSON text, priority, max_attempts, run_at,
+-- unique_key] rows: one parameter that the client encodes in C and the server parses once,
+-- where seven arrays would be escaped element by element. Ids are drawn from the sequence
+-- per input row first, so each inserted row joins back to its input position (RETURNING
+-- order is not guaranteed). Only what the database decides comes back (id and times): the
+-- store knows the rest. Rows whose unique_key is held come back with a NULL id; the store
+-- then reads their holder. ON CONFLICT DO NOTHING also skips a later row whose key an
+-- earlier row of the same batch took, as sequential inserts would.
 WITH input AS MATERIALIZED (
-    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, batch.*
-    FROM unnest(
-        %(types)s::text[],
-        %(queues)s::text[],
-        %(payloads)s::text[],
-        %(priorities)s::smallint[],
-        %(max_attempts)s::integer[],
-        %(run_ats)s::timestamptz[],
-        %(unique_keys)s::text[]
-    ) WITH ORDINALITY
-      AS batch (type, queue, payload, priority, max_attempts, run_at, unique_key, ord)
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id,
+           row ->> 0                  AS type,
+           row ->> 1                  AS queue,
+           (row ->> 2)::jsonb         AS payload,
+           (row ->> 3)::smallint      AS priority,
+           (row ->> 4)::integer       AS max_attempts,
+           (row ->> 5)::timestamptz   AS run_at,
+           row ->> 6                  AS unique_key,
+           ord
+    FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS batch (row, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, payload, priority, max_attempts, run_at, unique_key,
                       created_at, updated_at)
-    SELECT id, type, queue, payload::jsonb, priority, max_attempts,
+    SELECT id, type, queue, payload, priority, max_attempts,
            coalesce(run_at, now()), unique_key, now(), now()
     FROM input
     ORDER BY ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
-    RETURNING *
+    RETURNING id, queue, run_at, created_at
 )
-SELECT input.ord,
-       inserted.*,
+SELECT inserted.id, inserted.run_at, inserted.created_at,
        CASE WHEN inserted.id IS NOT NULL THEN pg_notify('conveyor_jobs', inserted.queue) END
            AS woke
 FROM input

@@ -3,6 +3,7 @@ with NOTIFY in the enqueueing transaction, and keeps a small bounded connection 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -254,6 +255,26 @@ class PostgresStore(Store):
                 raise self._unavailable(exc) from None
         raise AssertionError("unreachable")
 
+    def _run_pipelined(self, work: Callable[[Cursor], Callable[[], T]]) -> T:
+        """Run several statements as one transaction in one round trip (pipeline mode):
+        `work` only sends them and returns a function that reads their results once the
+        COMMIT is acknowledged. Once sent they may have committed, so, like a failure at
+        commit, a failure here is never repeated; a pool whose connections died is
+        replaced for the next call."""
+        pool = self._pool or self._open_pool()
+        try:
+            with pool.connection() as conn:
+                try:
+                    with conn.pipeline(), conn.transaction():
+                        collect = work(conn.cursor(row_factory=dict_row))
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    if conn.closed:
+                        self._discard(pool)
+                    raise
+                return collect()
+        except (PoolClosed, PoolTimeout, psycopg.Error) as exc:
+            raise self._unavailable(exc) from None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -340,14 +361,21 @@ class PostgresStore(Store):
         lease: timedelta,
         now: datetime | None = None,
     ) -> tuple[dict[int, JobStatus], list[Job]]:
-        # One transaction, one commit (one WAL flush) for a batch of outcomes and the next
-        # batch of jobs: the commit, not the statements, is what a busy worker waits on.
-        def work(cur: Cursor) -> tuple[dict[int, JobStatus], list[Job]]:
-            applied = _finish(cur, finishes, now) if finishes else {}
-            jobs = _claim(cur, worker, queues, limit, lease, now) if limit > 0 else []
-            return applied, jobs
+        if not finishes:
+            return {}, self.claim(worker=worker, queues=queues, limit=limit, lease=lease, now=now)
+        if limit <= 0:
+            return self.finish_many(finishes, now=now), []
 
-        return self._run(work, atomic=True)
+        # One transaction, one commit (one WAL flush) and one round trip for a batch of
+        # outcomes and the next batch of jobs: a busy worker waits on the commit and the
+        # round trips, not on the statements.
+        def send(cur: Cursor) -> Callable[[], tuple[dict[int, JobStatus], list[Job]]]:
+            finished = _send_finish(cur, finishes, now)
+            claim_cur = cur.connection.cursor(row_factory=dict_row)
+            _send_claim(claim_cur, worker, queues, limit, lease, now)
+            return lambda: (_read_finish(finished), _read_claim(claim_cur))
+
+        return self._run_pipelined(send)
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -451,18 +479,42 @@ def _claim(
     lease: timedelta,
     now: datetime | None,
 ) -> list[Job]:
+    _send_claim(cur, worker, queues, limit, lease, now)
+    return _read_claim(cur)
+
+
+def _send_claim(
+    cur: Cursor,
+    worker: str,
+    queues: Sequence[str] | None,
+    limit: int,
+    lease: timedelta,
+    now: datetime | None,
+) -> None:
     params: dict[str, object] = {"worker": worker, "now": _ts(now), "lease": lease, "limit": limit}
     query = Q["claim"]
     if queues:
         query = Q["claim_from_queues"]
         params["queues"] = list(queues)
-    jobs = [row_to_job(row) for row in cur.execute(query, params).fetchall()]
+    cur.execute(query, params)
+
+
+def _read_claim(cur: Cursor) -> list[Job]:
+    jobs = [row_to_job(row) for row in cur.fetchall()]
     # RETURNING order is unspecified; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
     return jobs
 
 
 def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> dict[int, JobStatus]:
+    return _read_finish(_send_finish(cur, finishes, now))
+
+
+def _read_finish(cur: Cursor) -> dict[int, JobStatus]:
+    return {row["id"]: JobStatus(row["status"]) for row in cur.fetchall()}
+
+
+def _send_finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> Cursor:
     # One outcome per job, the first, as sequential writes would apply: a second one
     # for the same claim finds the job no longer processing.
     first: dict[int, Finish] = {}
@@ -476,8 +528,12 @@ def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> di
         "retry_ats": [None if fin.error is None else _ts(fin.retry_at) for fin in batch],
         "now": _ts(now),
     }
-    rows = cur.execute(Q["finish_many"], params).fetchall()
-    return {row["id"]: JobStatus(row["status"]) for row in rows}
+    return cur.execute(Q["finish_many"], params)
+
+
+def _iso(value: datetime | None) -> str | None:
+    checked = _ts(value)
+    return None if checked is None else checked.isoformat()
 
 
 def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
@@ -504,20 +560,32 @@ def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
 
 
 def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
-    params = {
-        "types": [job.type for job in jobs],
-        "queues": [job.queue for job in jobs],
-        "payloads": [job.payload_json for job in jobs],
-        "priorities": [job.priority for job in jobs],
-        "max_attempts": [job.max_attempts for job in jobs],
-        "run_ats": [_ts(job.run_at) for job in jobs],
-        "unique_keys": [job.unique_key for job in jobs],
-    }
-    rows = cur.execute(Q["enqueue_many"], params).fetchall()
+    rows = json.dumps(
+        [
+            [
+                job.type,
+                job.queue,
+                job.payload_json,
+                job.priority,
+                job.max_attempts,
+                _iso(job.run_at),
+                job.unique_key,
+            ]
+            for job in jobs
+        ]
+    )
+    inserted = cur.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
     results: list[EnqueueResult] = []
-    for job, row in zip(jobs, rows, strict=True):
+    for job, row in zip(jobs, inserted, strict=True):
         if row["id"] is not None:
-            results.append(EnqueueResult(row_to_job(row), created=True))
+            results.append(
+                EnqueueResult(
+                    job.as_inserted(
+                        row["id"], run_at=_utc(row["run_at"]), at=_utc(row["created_at"])
+                    ),
+                    created=True,
+                )
+            )
             continue
         # Its key is held (by an older job, or by an earlier row of this batch): a second
         # round trip, only for batches that hit a key.
