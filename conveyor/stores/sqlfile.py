@@ -8,17 +8,26 @@ from importlib import resources
 from types import MappingProxyType
 
 _BLOCK = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"\{\{(\w+)\}\}")
 
 
 def parse(text: str) -> Mapping[str, str]:
-    """Each block runs from its `-- name:` line to the next; comment lines are kept."""
+    """Each block runs from its `-- name:` line to the next; comment lines are kept.
+    `{{name}}` in a block is replaced by block `name` (a fragment shared by statements)."""
     parts = _BLOCK.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"query {name!r} defined twice")
         queries[name] = body.strip().rstrip(";")
-    return MappingProxyType(queries)
+
+    def include(match: re.Match[str]) -> str:
+        fragment = queries.get(match.group(1))
+        if fragment is None or _INCLUDE.search(fragment):
+            raise ValueError(f"unknown or nested fragment {match.group(0)}")
+        return fragment
+
+    return MappingProxyType({name: _INCLUDE.sub(include, body) for name, body in queries.items()})
 
 
 def load(package: str, filename: str = "queries.sql") -> Mapping[str, str]:

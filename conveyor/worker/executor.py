@@ -32,7 +32,11 @@ def describe_error(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {exc}"
     frames = traceback.format_tb(exc.__traceback__, limit=-TRACEBACK_FRAMES)
     text = head + ("\nTraceback (most recent call last):\n" + "".join(frames) if frames else "")
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 3] + "..."
+    # Storable on both stores whatever the message holds: PostgreSQL text takes no NUL, and
+    # a lone surrogate cannot be encoded at all (the outcome would never be written).
+    return text.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")
 
 
 class Executor:
@@ -76,6 +80,8 @@ class Executor:
         args, kwargs = call_arguments(job.payload)
         timeout = task.options.timeout
         if task.is_async:
+            if timeout is None:
+                return await task.func(*args, **kwargs)
             # asyncio.timeout runs the coroutine in this task (wait_for would wrap it in
             # another one, whose SystemExit asyncio re-raises into the loop: a dead worker).
             async with asyncio.timeout(timeout):

@@ -47,6 +47,10 @@ def make_app(url: str) -> Conveyor:
     def boom() -> None:
         raise ValueError("no good")
 
+    @app.task(max_attempts=1)
+    def garbled() -> None:
+        raise ValueError("nul\x00 and a lone surrogate \udc80")
+
     app.gate = gate  # type: ignore[attr-defined]
     return app
 
@@ -95,7 +99,8 @@ def test_local_enqueue_wakes_an_idle_pool_at_once(app):
 def test_failures_timeouts_and_bad_results_end_failed_with_clear_errors(app):
     async def body(pool):
         jobs = {
-            name: app.enqueue(name) for name in ("too_slow", "too_slow_sync", "unstorable", "boom")
+            name: app.enqueue(name)
+            for name in ("too_slow", "too_slow_sync", "unstorable", "boom", "garbled")
         }
         ok = app.enqueue("add", {"a": 1, "b": 1})
         # a type this app has no task for (enqueued by some other producer)
@@ -113,13 +118,15 @@ def test_failures_timeouts_and_bad_results_end_failed_with_clear_errors(app):
         assert got["unstorable"].last_error.startswith("ResultError: result is not JSON")
         assert got["unstorable"].attempts == 1, "an unstorable result is not retried"
         assert got["unknown"].last_error.startswith("UnknownTask")
+        # an error text no store could hold is made storable, not retried forever
+        assert got["garbled"].last_error.startswith("ValueError: nul\\x00 and a lone surrogate ?")
         boom = got["boom"]
         assert boom.status == JobStatus.PENDING and boom.attempts == 1
         assert boom.last_error.startswith("ValueError: no good\nTraceback")
         assert boom.run_at > boom.updated_at  # retry scheduled with backoff
 
     metrics = asyncio.run(serve(app, body))
-    assert metrics.failed == 4 and metrics.retried == 1 and metrics.processed == 1
+    assert metrics.failed == 5 and metrics.retried == 1 and metrics.processed == 1
 
 
 def test_cancelling_a_running_job_stops_it_at_the_next_heartbeat(app):

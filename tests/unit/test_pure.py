@@ -93,6 +93,15 @@ def test_sqlfile_parses_named_blocks():
         sqlfile.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
 
 
+def test_sqlfile_blocks_include_shared_fragments():
+    queries = sqlfile.parse(
+        "-- name: ids\nSELECT id FROM t\n-- name: q\nWITH x AS ({{ids}}) TABLE x\n"
+    )
+    assert queries["q"] == "WITH x AS (SELECT id FROM t) TABLE x"
+    with pytest.raises(ValueError, match="unknown or nested fragment"):
+        sqlfile.parse("-- name: q\nSELECT {{missing}}\n")
+
+
 def test_every_store_defines_the_same_worker_queries():
     sqlite = sqlfile.load("conveyor.stores.sqlite")
     for name in (

@@ -84,22 +84,34 @@ SELECT * FROM jobs
 WHERE unique_key = %(unique_key)s
   AND status IN ('pending', 'processing')
 
--- name: claim
--- Move up to limit due pending jobs, from any queue, to processing under a fresh lease.
--- The MATERIALIZED CTE is a fence: the rows are chosen and locked exactly once, before the
--- UPDATE. Written as WHERE id IN (subquery) or an inlined CTE, the planner may run the
--- LIMIT ... SKIP LOCKED subquery more than once (re-scans, rechecks after a concurrent
+-- name: next_due
+-- Fragment: the ids of up to limit due pending jobs from any queue, in claim order, locked.
+-- Used as a MATERIALIZED CTE, which is a fence: the rows are chosen and locked exactly once,
+-- before the UPDATE. Written as WHERE id IN (subquery) or an inlined CTE, the planner may run
+-- the LIMIT ... SKIP LOCKED subquery more than once (re-scans, rechecks after a concurrent
 -- update), each run skipping different rows, and so claim more rows than asked.
 -- SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing.
-WITH next AS MATERIALIZED (
-    SELECT id
-    FROM jobs
-    WHERE status = 'pending'
-      AND run_at <= coalesce(%(now)s::timestamptz, now())
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
+SELECT id
+FROM jobs
+WHERE status = 'pending'
+  AND run_at <= coalesce(%(now)s::timestamptz, now())
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: next_due_from_queues
+-- Fragment: as next_due, restricted to the queues in the text array queues.
+SELECT id
+FROM jobs
+WHERE status = 'pending'
+  AND run_at <= coalesce(%(now)s::timestamptz, now())
+  AND queue = ANY (%(queues)s::text[])
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: take_next
+-- Fragment: move the jobs in `next` to processing under a fresh lease for worker.
 UPDATE jobs
 SET status           = 'processing',
     attempts         = jobs.attempts + 1,
@@ -111,28 +123,15 @@ FROM next
 WHERE jobs.id = next.id
 RETURNING jobs.*
 
+-- name: claim
+-- Move up to limit due pending jobs, from any queue, to processing under a fresh lease.
+WITH next AS MATERIALIZED ({{next_due}})
+{{take_next}}
+
 -- name: claim_from_queues
 -- As claim, restricted to the queues in the text array queues.
-WITH next AS MATERIALIZED (
-    SELECT id
-    FROM jobs
-    WHERE status = 'pending'
-      AND run_at <= coalesce(%(now)s::timestamptz, now())
-      AND queue = ANY (%(queues)s::text[])
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs
-SET status           = 'processing',
-    attempts         = jobs.attempts + 1,
-    worker           = %(worker)s,
-    started_at       = coalesce(%(now)s::timestamptz, now()),
-    updated_at       = coalesce(%(now)s::timestamptz, now()),
-    lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
-FROM next
-WHERE jobs.id = next.id
-RETURNING jobs.*
+WITH next AS MATERIALIZED ({{next_due_from_queues}})
+{{take_next}}
 
 -- name: heartbeat
 -- Extend the leases still held by these claims (ids, workers, attempts: parallel arrays);
@@ -158,51 +157,89 @@ FROM held
 WHERE jobs.id = held.id
 RETURNING jobs.id
 
--- name: finish_many
--- Write a batch of outcomes, each only while its claim (worker + attempt) still holds the job:
--- error NULL → done with result; otherwise → pending at retry_at, or failed when retry_at is
--- NULL. Same id-ordered locking as heartbeat. Returns the new status of each job written.
-WITH outcome AS (
-    SELECT *
-    FROM unnest(
-        %(ids)s::bigint[],
-        %(workers)s::text[],
-        %(attempts)s::integer[],
-        %(results)s::text[],
-        %(errors)s::text[],
-        %(retry_ats)s::timestamptz[]
-    ) AS o (id, worker, attempt, result, error, retry_at)
+-- name: outcomes
+-- Fragment (CTEs): write a batch of outcomes, each only while its claim (worker + attempt)
+-- still holds the job: error NULL → done with result; otherwise → pending at retry_at, or
+-- failed when retry_at is NULL. Same id-ordered locking as heartbeat. The batch arrives as
+-- one JSON array of [id, worker, attempt, result JSON text, error, retry_at] rows (one
+-- parameter encoded in C, where six arrays were dumped element by element in Python);
+-- `finished` holds the new status of each job written.
+outcome AS (
+    SELECT (o ->> 0)::bigint      AS id,
+           o ->> 1                AS worker,
+           (o ->> 2)::integer     AS attempt,
+           o ->> 3                AS result,
+           o ->> 4                AS error,
+           (o ->> 5)::timestamptz AS retry_at
+    FROM json_array_elements(%(outcomes)s::json) AS batch (o)
 ),
--- `held` carries the outcome columns along, so `outcome` is read once: referenced twice it
--- would be materialised, and the final join against an unindexed CTE is quadratic in the
--- batch size (seconds for 10,000 outcomes).
+-- Each outcome's row is looked up by primary key and locked, in the order of the batch,
+-- which the store sorts by id: the same id order as heartbeat and release, so they cannot
+-- deadlock. (A join would let the planner, which guesses 100 rows for any JSON batch, scan
+-- every processing job instead.) FOR UPDATE re-checks the fence on the locked row version.
 held AS MATERIALIZED (
-    SELECT jobs.id, outcome.result, outcome.error, outcome.retry_at
-    FROM jobs
-    JOIN outcome ON jobs.id = outcome.id
-    WHERE jobs.status = 'processing'
-      AND jobs.worker = outcome.worker
-      AND jobs.attempts = outcome.attempt
-    ORDER BY jobs.id
-    FOR UPDATE OF jobs
+    SELECT job.id, outcome.result, outcome.error, outcome.retry_at
+    FROM outcome
+    CROSS JOIN LATERAL (
+        SELECT jobs.id
+        FROM jobs
+        WHERE jobs.id = outcome.id
+          AND jobs.status = 'processing'
+          AND jobs.worker = outcome.worker
+          AND jobs.attempts = outcome.attempt
+        FOR UPDATE
+    ) AS job
+),
+finished AS (
+    UPDATE jobs
+    SET status           = CASE
+                               WHEN o.error IS NULL THEN 'done'
+                               WHEN o.retry_at IS NULL THEN 'failed'
+                               ELSE 'pending'
+                           END,
+        result           = CASE WHEN o.error IS NULL THEN o.result::jsonb ELSE jobs.result END,
+        run_at           = CASE WHEN o.error IS NULL THEN jobs.run_at
+                                ELSE coalesce(o.retry_at, jobs.run_at) END,
+        last_error       = coalesce(o.error, jobs.last_error),
+        finished_at      = CASE WHEN o.error IS NOT NULL AND o.retry_at IS NOT NULL THEN NULL
+                                ELSE coalesce(%(now)s::timestamptz, now()) END,
+        updated_at       = coalesce(%(now)s::timestamptz, now()),
+        lease_expires_at = NULL
+    FROM held AS o
+    WHERE jobs.id = o.id
+    RETURNING jobs.id, jobs.status
 )
-UPDATE jobs
-SET status           = CASE
-                           WHEN o.error IS NULL THEN 'done'
-                           WHEN o.retry_at IS NULL THEN 'failed'
-                           ELSE 'pending'
-                       END,
-    result           = CASE WHEN o.error IS NULL THEN o.result::jsonb ELSE jobs.result END,
-    run_at           = CASE WHEN o.error IS NULL THEN jobs.run_at
-                            ELSE coalesce(o.retry_at, jobs.run_at) END,
-    last_error       = coalesce(o.error, jobs.last_error),
-    finished_at      = CASE WHEN o.error IS NOT NULL AND o.retry_at IS NOT NULL THEN NULL
-                            ELSE coalesce(%(now)s::timestamptz, now()) END,
-    updated_at       = coalesce(%(now)s::timestamptz, now()),
-    lease_expires_at = NULL
-FROM held AS o
-WHERE jobs.id = o.id
-RETURNING jobs.id, jobs.status
+
+-- name: finish_many
+-- Write a batch of outcomes; returns the new status of each job written.
+WITH {{outcomes}}
+SELECT id, status FROM finished
+
+-- name: finish_and_claim
+-- Write a batch of outcomes and claim the next jobs in one statement: one round trip and one
+-- commit per batch for a busy worker. Both parts see one snapshot and touch disjoint rows
+-- (processing ones, pending ones), so a job retried here is claimed by the next call. One
+-- row per claimed job (or a single row of NULL job columns when none was due); every row
+-- carries the written outcomes as JSON text [[id, status], ...].
+WITH {{outcomes}},
+next AS MATERIALIZED ({{next_due}}),
+claimed AS ({{take_next}})
+SELECT (SELECT coalesce(json_agg(json_build_array(id, status)), '[]') FROM finished)::text
+           AS finished,
+       claimed.*
+FROM (VALUES (1)) AS one
+LEFT JOIN claimed ON true
+
+-- name: finish_and_claim_from_queues
+-- As finish_and_claim, claiming only from the queues in the text array queues.
+WITH {{outcomes}},
+next AS MATERIALIZED ({{next_due_from_queues}}),
+claimed AS ({{take_next}})
+SELECT (SELECT coalesce(json_agg(json_build_array(id, status)), '[]') FROM finished)::text
+           AS finished,
+       claimed.*
+FROM (VALUES (1)) AS one
+LEFT JOIN claimed ON true
 
 -- name: release
 -- processing → pending now, giving the attempt back (graceful shutdown); fenced and locked as

@@ -255,26 +255,6 @@ class PostgresStore(Store):
                 raise self._unavailable(exc) from None
         raise AssertionError("unreachable")
 
-    def _run_pipelined(self, work: Callable[[Cursor], Callable[[], T]]) -> T:
-        """Run several statements as one transaction in one round trip (pipeline mode):
-        `work` only sends them and returns a function that reads their results once the
-        COMMIT is acknowledged. Once sent they may have committed, so, like a failure at
-        commit, a failure here is never repeated; a pool whose connections died is
-        replaced for the next call."""
-        pool = self._pool or self._open_pool()
-        try:
-            with pool.connection() as conn:
-                try:
-                    with conn.pipeline(), conn.transaction():
-                        collect = work(conn.cursor(row_factory=dict_row))
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    if conn.closed:
-                        self._discard(pool)
-                    raise
-                return collect()
-        except (PoolClosed, PoolTimeout, psycopg.Error) as exc:
-            raise self._unavailable(exc) from None
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -365,17 +345,16 @@ class PostgresStore(Store):
             return {}, self.claim(worker=worker, queues=queues, limit=limit, lease=lease, now=now)
         if limit <= 0:
             return self.finish_many(finishes, now=now), []
-
-        # One transaction, one commit (one WAL flush) and one round trip for a batch of
-        # outcomes and the next batch of jobs: a busy worker waits on the commit and the
-        # round trips, not on the statements.
-        def send(cur: Cursor) -> Callable[[], tuple[dict[int, JobStatus], list[Job]]]:
-            finished = _send_finish(cur, finishes, now)
-            claim_cur = cur.connection.cursor(row_factory=dict_row)
-            _send_claim(claim_cur, worker, queues, limit, lease, now)
-            return lambda: (_read_finish(finished), _read_claim(claim_cur))
-
-        return self._run_pipelined(send)
+        # One statement, so one round trip and one commit (one WAL flush) for a batch of
+        # outcomes and the next batch of jobs: what a busy worker waits on.
+        params = {
+            **_claim_params(worker, queues, limit, lease, now),
+            "outcomes": _outcomes(finishes),
+        }
+        query = Q["finish_and_claim_from_queues" if queues else "finish_and_claim"]
+        rows = self._run(lambda cur: cur.execute(query, params).fetchall())
+        applied = {job_id: JobStatus(status) for job_id, status in json.loads(rows[0]["finished"])}
+        return applied, _claimed([row for row in rows if row["id"] is not None])
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
@@ -479,56 +458,56 @@ def _claim(
     lease: timedelta,
     now: datetime | None,
 ) -> list[Job]:
-    _send_claim(cur, worker, queues, limit, lease, now)
-    return _read_claim(cur)
+    query = Q["claim_from_queues" if queues else "claim"]
+    return _claimed(cur.execute(query, _claim_params(worker, queues, limit, lease, now)).fetchall())
 
 
-def _send_claim(
-    cur: Cursor,
+def _claim_params(
     worker: str,
     queues: Sequence[str] | None,
     limit: int,
     lease: timedelta,
     now: datetime | None,
-) -> None:
+) -> dict[str, object]:
     params: dict[str, object] = {"worker": worker, "now": _ts(now), "lease": lease, "limit": limit}
-    query = Q["claim"]
     if queues:
-        query = Q["claim_from_queues"]
         params["queues"] = list(queues)
-    cur.execute(query, params)
+    return params
 
 
-def _read_claim(cur: Cursor) -> list[Job]:
-    jobs = [row_to_job(row) for row in cur.fetchall()]
+def _claimed(rows: Sequence[Mapping[str, Any]]) -> list[Job]:
+    jobs = [row_to_job(row) for row in rows]
     # RETURNING order is unspecified; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
     return jobs
 
 
 def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> dict[int, JobStatus]:
-    return _read_finish(_send_finish(cur, finishes, now))
+    params = {"outcomes": _outcomes(finishes), "now": _ts(now)}
+    rows = cur.execute(Q["finish_many"], params).fetchall()
+    return {row["id"]: JobStatus(row["status"]) for row in rows}
 
 
-def _read_finish(cur: Cursor) -> dict[int, JobStatus]:
-    return {row["id"]: JobStatus(row["status"]) for row in cur.fetchall()}
-
-
-def _send_finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> Cursor:
-    # One outcome per job, the first, as sequential writes would apply: a second one
-    # for the same claim finds the job no longer processing.
+def _outcomes(finishes: Sequence[Finish]) -> str:
+    """The outcomes as the JSON rows the outcomes fragment reads, in id order (its lock
+    order). One outcome per job, the first, as sequential writes would apply: a second one
+    for the same claim finds the job no longer processing."""
     first: dict[int, Finish] = {}
     for fin in finishes:
         first.setdefault(fin.ref.job_id, fin)
-    batch = list(first.values())
-    params = {
-        **_fences(fin.ref for fin in batch),
-        "results": [fin.result_json if fin.error is None else None for fin in batch],
-        "errors": [fin.error for fin in batch],
-        "retry_ats": [None if fin.error is None else _ts(fin.retry_at) for fin in batch],
-        "now": _ts(now),
-    }
-    return cur.execute(Q["finish_many"], params)
+    return json.dumps(
+        [
+            [
+                fin.ref.job_id,
+                fin.ref.worker,
+                fin.ref.attempt,
+                fin.result_json if fin.error is None else None,
+                fin.error,
+                None if fin.error is None else _iso(fin.retry_at),
+            ]
+            for fin in sorted(first.values(), key=lambda fin: fin.ref.job_id)
+        ]
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
