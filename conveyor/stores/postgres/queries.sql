@@ -207,6 +207,9 @@ finished AS (
         lease_expires_at = NULL
     FROM held AS o
     WHERE jobs.id = o.id
+      -- the same ids again, as an array whose length the planner knows: without it, a
+      -- table whose statistics lag behind (new, or just filled) is joined by a full scan
+      AND jobs.id = ANY (%(ids)s::bigint[])
     RETURNING jobs.id, jobs.status
 )
 

@@ -349,7 +349,7 @@ class PostgresStore(Store):
         # outcomes and the next batch of jobs: what a busy worker waits on.
         params = {
             **_claim_params(worker, queues, limit, lease, now),
-            "outcomes": _outcomes(finishes),
+            **_outcomes(finishes),
         }
         query = Q["finish_and_claim_from_queues" if queues else "finish_and_claim"]
         rows = self._run(lambda cur: cur.execute(query, params).fetchall())
@@ -483,31 +483,31 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> list[Job]:
 
 
 def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> dict[int, JobStatus]:
-    params = {"outcomes": _outcomes(finishes), "now": _ts(now)}
+    params = {**_outcomes(finishes), "now": _ts(now)}
     rows = cur.execute(Q["finish_many"], params).fetchall()
     return {row["id"]: JobStatus(row["status"]) for row in rows}
 
 
-def _outcomes(finishes: Sequence[Finish]) -> str:
-    """The outcomes as the JSON rows the outcomes fragment reads, in id order (its lock
-    order). One outcome per job, the first, as sequential writes would apply: a second one
-    for the same claim finds the job no longer processing."""
+def _outcomes(finishes: Sequence[Finish]) -> dict[str, object]:
+    """The outcomes parameters: JSON rows for the outcomes fragment, in id order (its lock
+    order), and their ids. One outcome per job, the first, as sequential writes would
+    apply: a second one for the same claim finds the job no longer processing."""
     first: dict[int, Finish] = {}
     for fin in finishes:
         first.setdefault(fin.ref.job_id, fin)
-    return json.dumps(
+    batch = sorted(first.values(), key=lambda fin: fin.ref.job_id)
+    rows = [
         [
-            [
-                fin.ref.job_id,
-                fin.ref.worker,
-                fin.ref.attempt,
-                fin.result_json if fin.error is None else None,
-                fin.error,
-                None if fin.error is None else _iso(fin.retry_at),
-            ]
-            for fin in sorted(first.values(), key=lambda fin: fin.ref.job_id)
+            fin.ref.job_id,
+            fin.ref.worker,
+            fin.ref.attempt,
+            fin.result_json if fin.error is None else None,
+            fin.error,
+            None if fin.error is None else _iso(fin.retry_at),
         ]
-    )
+        for fin in batch
+    ]
+    return {"outcomes": json.dumps(rows), "ids": [fin.ref.job_id for fin in batch]}
 
 
 def _iso(value: datetime | None) -> str | None:
