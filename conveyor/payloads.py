@@ -19,9 +19,13 @@ class ResultError(ValueError):
     """A task's return value cannot be stored (not JSON, too large, NUL characters)."""
 
 
+# allow_nan=False: NaN/Infinity are not JSON and PostgreSQL's jsonb refuses them. One
+# encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _encode(value: object) -> str:
-    # allow_nan=False: NaN/Infinity are not JSON and PostgreSQL's jsonb refuses them.
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _depth(text: str) -> int:
