@@ -14,7 +14,7 @@ import pytest
 from conveyor.errors import ConfigurationError, StoreUnavailable
 from conveyor.jobs import Finish, JobFilter, JobStatus, utcnow
 from conveyor.stores import open_store
-from conveyor.stores.postgres.store import POOL_MAX_SIZE, PostgresStore, Q, _with_limit
+from conveyor.stores.postgres.store import POOL_MAX_SIZE, PostgresStore, Q
 from conveyor.validation import new_job
 from tests.postgres.conftest import backends, terminate
 from tests.support import pg
@@ -81,21 +81,6 @@ def test_claim_walks_the_partial_pending_index(admin):
     admin.execute("ANALYZE jobs")
     plan = _plan(admin, Q["claim_from_queues"], {**params, "queues": ["rare"]})
     assert "jobs_pending_by_queue" in plan, plan
-
-
-def test_claims_carry_their_limit_so_the_plan_cache_keeps_a_cheap_generic_plan(admin):
-    # With LIMIT as a parameter the generic plan is priced as returning a tenth of the
-    # table, and a large backlog then re-plans every claim.
-    for name in ("claim", "claim_from_queues", "finish_and_claim", "finish_and_claim_from_queues"):
-        text = _with_limit(name, 7)
-        assert "%(limit)s" not in text and "LIMIT 7" in text, name
-    _fill(admin, pending=20_000, done=0)
-    admin.execute("SET plan_cache_mode = force_generic_plan")
-    try:
-        plan = _plan(admin, _with_limit("claim", 10), {"worker": "w", "now": None, "lease": LEASE})
-    finally:
-        admin.execute("RESET plan_cache_mode")
-    assert "jobs_pending" in plan and "Sort" not in plan, plan
 
 
 def test_claim_returns_priority_then_age_order_and_skips_locked_rows(pg_store, pg_url):

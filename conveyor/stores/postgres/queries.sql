@@ -91,8 +91,6 @@ WHERE unique_key = %(unique_key)s
 -- the LIMIT ... SKIP LOCKED subquery more than once (re-scans, rechecks after a concurrent
 -- update), each run skipping different rows, and so claim more rows than asked.
 -- SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing.
--- The store writes the number into LIMIT (a parameter there makes the plan cache re-plan
--- every call once the backlog is large).
 SELECT id
 FROM jobs
 WHERE status = 'pending'
