@@ -133,24 +133,26 @@ WITH next AS MATERIALIZED ({{next_due}})
 WITH next AS MATERIALIZED ({{next_due_from_queues}})
 {{take_next}}
 
+-- name: held_refs
+-- Fragment: the ids of the jobs still held by these claims (ids, workers, attempts: parallel
+-- arrays), locked in id order: heartbeat, finish_many and release of one worker run
+-- concurrently over the same rows, and a common lock order keeps them from deadlocking.
+SELECT jobs.id
+FROM jobs
+JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
+     AS ref (id, worker, attempt)
+  ON jobs.id = ref.id
+WHERE jobs.status = 'processing'
+  AND jobs.worker = ref.worker
+  AND jobs.attempts = ref.attempt
+ORDER BY jobs.id
+FOR UPDATE OF jobs
+
 -- name: heartbeat
--- Extend the leases still held by these claims (ids, workers, attempts: parallel arrays);
--- returns the ids extended. The held CTE locks the fenced rows in id order: heartbeat,
--- finish_many and release of one worker run concurrently over the same rows, and a common
--- lock order keeps them from deadlocking. A row changed meanwhile is re-checked against the
--- fence after the lock (READ COMMITTED), so a lost lease is never extended.
-WITH held AS MATERIALIZED (
-    SELECT jobs.id
-    FROM jobs
-    JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
-         AS ref (id, worker, attempt)
-      ON jobs.id = ref.id
-    WHERE jobs.status = 'processing'
-      AND jobs.worker = ref.worker
-      AND jobs.attempts = ref.attempt
-    ORDER BY jobs.id
-    FOR UPDATE OF jobs
-)
+-- Extend the leases still held by these claims; returns the ids extended. A row changed
+-- meanwhile is re-checked against the fence after the lock (READ COMMITTED), so a lost
+-- lease is never extended.
+WITH held AS MATERIALIZED ({{held_refs}})
 UPDATE jobs
 SET lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
 FROM held
@@ -218,47 +220,36 @@ finished AS (
 WITH {{outcomes}}
 SELECT id, status FROM finished
 
--- name: finish_and_claim
--- Write a batch of outcomes and claim the next jobs in one statement: one round trip and one
--- commit per batch for a busy worker. Both parts see one snapshot and touch disjoint rows
--- (processing ones, pending ones), so a job retried here is claimed by the next call. One
--- row per claimed job (or a single row of NULL job columns when none was due); every row
--- carries the written outcomes as JSON text [[id, status], ...].
-WITH {{outcomes}},
-next AS MATERIALIZED ({{next_due}}),
-claimed AS ({{take_next}})
+-- name: claimed_and_finished
+-- Fragment: the result of finish_and_claim. One row per claimed job (or a single row of NULL
+-- job columns when none was due); every row carries the written outcomes as JSON text
+-- [[id, status], ...].
 SELECT (SELECT coalesce(json_agg(json_build_array(id, status)), '[]') FROM finished)::text
            AS finished,
        claimed.*
 FROM (VALUES (1)) AS one
 LEFT JOIN claimed ON true
+
+-- name: finish_and_claim
+-- Write a batch of outcomes and claim the next jobs in one statement: one round trip and one
+-- commit per batch for a busy worker. Both parts see one snapshot and touch disjoint rows
+-- (processing ones, pending ones), so a job retried here is claimed by the next call.
+WITH {{outcomes}},
+next AS MATERIALIZED ({{next_due}}),
+claimed AS ({{take_next}})
+{{claimed_and_finished}}
 
 -- name: finish_and_claim_from_queues
 -- As finish_and_claim, claiming only from the queues in the text array queues.
 WITH {{outcomes}},
 next AS MATERIALIZED ({{next_due_from_queues}}),
 claimed AS ({{take_next}})
-SELECT (SELECT coalesce(json_agg(json_build_array(id, status)), '[]') FROM finished)::text
-           AS finished,
-       claimed.*
-FROM (VALUES (1)) AS one
-LEFT JOIN claimed ON true
+{{claimed_and_finished}}
 
 -- name: release
 -- processing → pending now, giving the attempt back (graceful shutdown); fenced and locked as
 -- heartbeat. Wakes listeners: another process can run the handed-back jobs at once.
-WITH held AS MATERIALIZED (
-    SELECT jobs.id
-    FROM jobs
-    JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
-         AS ref (id, worker, attempt)
-      ON jobs.id = ref.id
-    WHERE jobs.status = 'processing'
-      AND jobs.worker = ref.worker
-      AND jobs.attempts = ref.attempt
-    ORDER BY jobs.id
-    FOR UPDATE OF jobs
-),
+WITH held AS MATERIALIZED ({{held_refs}}),
 released AS (
     UPDATE jobs
     SET status           = 'pending',

@@ -267,28 +267,9 @@ class SqliteStore(Store):
             return EnqueueResult(row_to_job(holder), created=False)
         created = from_us(now)
         assert created is not None
-        return EnqueueResult(
-            Job(
-                id=row[0],
-                type=job.type,
-                queue=job.queue,
-                payload=json.loads(job.payload_json),
-                priority=job.priority,
-                status=JobStatus.PENDING,
-                attempts=0,
-                max_attempts=job.max_attempts,
-                run_at=from_us(run_at),  # type: ignore[arg-type]
-                unique_key=job.unique_key,
-                result=None,
-                last_error=None,
-                worker=None,
-                created_at=created,
-                updated_at=created,
-                started_at=None,
-                finished_at=None,
-            ),
-            created=True,
-        )
+        run_at_dt = from_us(run_at)
+        assert run_at_dt is not None
+        return EnqueueResult(job.as_inserted(row[0], run_at=run_at_dt, at=created), created=True)
 
     # -- workers -------------------------------------------------------------------------
     def claim(
