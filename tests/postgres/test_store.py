@@ -196,7 +196,9 @@ def test_a_busy_process_stays_within_its_pool(pg_store, admin):
             pg_store.claim(worker=f"w{index}", queues=None, limit=1, lease=LEASE)
 
     assert run_threads(16, busy) == []
+    # Two pools (client, runtime), each within its bound.
     assert 1 <= len(backends(admin, "conveyor")) <= POOL_MAX_SIZE
+    assert 1 <= len(backends(admin, "conveyor-runtime")) <= POOL_MAX_SIZE
 
 
 def test_store_recovers_after_its_connections_are_terminated(pg_store, admin):
@@ -205,13 +207,17 @@ def test_store_recovers_after_its_connections_are_terminated(pg_store, admin):
     def use(_: int) -> None:
         for _ in range(20):
             pg_store.stats()
+            pg_store.recover_expired()
 
     assert run_threads(4, use) == []
-    victims = backends(admin, "conveyor")
-    assert victims
+    victims = backends(admin, "conveyor") + backends(admin, "conveyor-runtime")
+    assert len(victims) >= 2
     terminate(admin, victims)
     wait_until(
-        lambda: set(backends(admin, "conveyor")).isdisjoint(victims), message="backends gone"
+        lambda: set(backends(admin, "conveyor") + backends(admin, "conveyor-runtime")).isdisjoint(
+            victims
+        ),
+        message="backends gone",
     )
 
     # Dead pooled connections fail on first use; the store replaces them and runs the
@@ -220,7 +226,10 @@ def test_store_recovers_after_its_connections_are_terminated(pg_store, admin):
     assert got is not None and got.id == job.id
     for _ in range(10):
         assert pg_store.stats() == {"default": {"pending": 1}}
-    assert set(backends(admin, "conveyor")).isdisjoint(victims)
+    assert [j.id for j in pg_store.claim(worker="w", queues=None, limit=5, lease=LEASE)] == [job.id]
+    assert set(backends(admin, "conveyor") + backends(admin, "conveyor-runtime")).isdisjoint(
+        victims
+    )
 
 
 def test_close_is_idempotent_and_later_calls_fail_cleanly(pg_url):

@@ -12,6 +12,7 @@ import psycopg
 
 from conveyor.stores import sqlfile
 from conveyor.stores.base import Notifier
+from conveyor.stores.postgres.connections import first_line
 
 Q = sqlfile.load("conveyor.stores.postgres")
 log = logging.getLogger("conveyor.postgres")
@@ -57,7 +58,7 @@ class PostgresNotifier(Notifier):
                 "cannot LISTEN for wake-ups at %s (%s); retrying in the background, "
                 "fetchers poll meanwhile",
                 self._where,
-                _first_line(exc),
+                first_line(exc),
             )
         self._task = asyncio.create_task(self._run(), name="conveyor-pg-notifier")
 
@@ -78,7 +79,7 @@ class PostgresNotifier(Notifier):
                 try:
                     await self._connect()
                 except psycopg.Error as exc:
-                    log.debug("LISTEN reconnect to %s failed: %s", self._where, _first_line(exc))
+                    log.debug("LISTEN reconnect to %s failed: %s", self._where, first_line(exc))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX_S)
                     continue
@@ -93,7 +94,7 @@ class PostgresNotifier(Notifier):
                 log.warning(
                     "lost the LISTEN connection to %s (%s); reconnecting, fetchers poll meanwhile",
                     self._where,
-                    _first_line(exc),
+                    first_line(exc),
                 )
                 await self._drop()
 
@@ -117,8 +118,3 @@ class PostgresNotifier(Notifier):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._drop()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__

@@ -1,11 +1,10 @@
 """PostgresStore: the scale-out store. Claims with FOR UPDATE SKIP LOCKED, wakes listeners
-with NOTIFY in the enqueueing transaction, and keeps a small bounded connection pool."""
+with NOTIFY in the enqueueing transaction, and keeps two small bounded connection pools."""
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
@@ -13,8 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg.rows import dict_row
 
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
@@ -29,6 +27,7 @@ from conveyor.jobs import (
 )
 from conveyor.stores import sqlfile
 from conveyor.stores.base import Notifier, Store
+from conveyor.stores.postgres.connections import Connections, Cursor, first_line
 
 Q = sqlfile.load("conveyor.stores.postgres")
 MIGRATIONS = sqlfile.migrations("conveyor.stores.postgres")
@@ -39,10 +38,13 @@ CONNECT_TIMEOUT_S = 5
 # How long a call waits for a pooled connection (while the pool reconnects, or when all
 # are busy) before it reports the store unavailable.
 POOL_TIMEOUT_S = 5.0
-# A worker makes at most four store calls at a time (worker/storecalls.py), so four
-# connections serve it without waiting; more would only load the database.
+# Per pool (a process has two, see PostgresStore). A worker makes at most four store calls
+# at a time (worker/storecalls.py), so four connections serve it without waiting; more would
+# only load the database.
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
+# Server settings of the runtime pool's sessions (why: PostgresStore).
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
 PRUNE_BATCH = 5000
 # A lost peer (no FIN: host died, network cut) is noticed by TCP keepalive in about a minute
 # instead of the kernel's two hours.
@@ -54,7 +56,6 @@ KEEPALIVES: dict[str, int] = {
 }
 
 T = TypeVar("T")
-Cursor = psycopg.Cursor[DictRow]
 
 
 def _utc(value: datetime) -> datetime:
@@ -108,7 +109,7 @@ def parse_url(url: str) -> tuple[dict[str, Any], str]:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
         # libpq may quote the URL back: hide its password there too.
-        reason = redact(_first_line(exc))
+        reason = redact(first_line(exc))
         raise ConfigurationError(
             f"malformed PostgreSQL URL {redact(url)!r}: {reason}"
             " (use postgresql://user:password@host:port/dbname)"
@@ -121,14 +122,22 @@ def parse_url(url: str) -> tuple[dict[str, Any], str]:
     return {**defaults, **params}, where
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
-
-
 class PostgresStore(Store):
-    """Many processes on many machines share one database. Each process keeps one bounded
-    pool (opened on first use) plus, in workers, one LISTEN connection (the notifier)."""
+    """Many processes on many machines share one database. Each process keeps two small
+    bounded pools, each opened on first use, plus, in workers, one LISTEN connection (the
+    notifier):
+
+    - the runtime's pool runs what workers run thousands of times a second (claim from all
+      queues, outcomes, heartbeat, release, recovery). Its sessions use generic plans only
+      (`plan_cache_mode = force_generic_plan`): these statements have one good plan whatever
+      their parameters, and PostgreSQL's default would plan each call afresh once the
+      table has statistics (a third of a claim's cost), because a generic plan whose LIMIT
+      is a parameter is priced as if it returned a tenth of the table.
+      tests/postgres/test_plans.py fixes each of those generic plans.
+    - the client pool runs everything else (enqueue, reads, operators' commands, claims
+      from named queues), planned per call as usual: there the best plan depends on the
+      parameters (which filters are given, how common the named queues are).
+    """
 
     def __init__(
         self,
@@ -140,127 +149,46 @@ class PostgresStore(Store):
     ) -> None:
         self.url = url
         self._params, self._where = parse_url(url)
-        self._min_size = min_size
-        self._max_size = max_size
-        self._pool_timeout = pool_timeout
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
-        self._lock = threading.Lock()
-        self._closed = False
+        self._client = self._connections("conveyor", "", min_size, max_size, pool_timeout)
+        self._runtime = self._connections(
+            "conveyor-runtime", GENERIC_PLANS, min_size, max_size, pool_timeout
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)!r})"
 
     # -- connections ---------------------------------------------------------------
-    def conninfo(self, application_name: str) -> str:
+    def conninfo(self, application_name: str, *, options: str = "") -> str:
         """The connection string for a new connection (also used by the notifier);
-        `application_name` names it in pg_stat_activity unless the URL names it."""
-        return make_conninfo("", **{"application_name": application_name, **self._params})
+        `application_name` names it in pg_stat_activity unless the URL names it; `options`
+        (server settings, `-c name=value`) go after any the URL gives."""
+        params = {"application_name": application_name, **self._params}
+        if options:
+            params["options"] = f"{params.get('options') or ''} {options}".strip()
+        return make_conninfo("", **params)
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"PostgreSQL at {self._where}: {_first_line(exc)}")
-
-    def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
-        with self._lock:
-            if self._pool is not None:
-                return self._pool
-            if self._closed:
-                raise StoreUnavailable("store is closed")
-            # One direct attempt first: the pool retries failed connections in the
-            # background and would only report a timeout, while this says at once why the
-            # database cannot be reached (refused, bad password, no such database, starting
-            # up). It also makes every call fail fast while the database is down.
-            self._probe()
-            pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-                self.conninfo("conveyor"),
-                min_size=self._min_size,
-                max_size=self._max_size,
-                timeout=self._pool_timeout,
-                # Give up a background reconnect soon: a call that needs a connection then
-                # starts a fresh attempt, rather than waiting out a long backoff after the
-                # database is back.
-                reconnect_timeout=CONNECT_TIMEOUT_S * 2,
-                name="conveyor",
-                kwargs={"autocommit": True},
-                open=False,
-            )
-            try:
-                pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
-            except PoolTimeout as exc:
-                pool.close()
-                raise self._unavailable(exc) from None
-            self._pool = pool
-            return pool
-
-    def _probe(self) -> None:
-        try:
-            psycopg.connect(self.conninfo("conveyor")).close()
-        except psycopg.Error as exc:
-            raise self._unavailable(exc) from None
-
-    def _discard(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
-        """Drop a pool whose connections died (database restart): the next call probes
-        and builds a new one. Connections other threads still hold close on return."""
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        # Closing waits for the pool's worker threads (maybe mid-connect): not on the
-        # caller's time.
-        threading.Thread(target=pool.close, name="conveyor-pool-close", daemon=True).start()
+    def _connections(
+        self, name: str, options: str, min_size: int, max_size: int, timeout: float
+    ) -> Connections:
+        return Connections(
+            self.conninfo(name, options=options),
+            where=self._where,
+            name=name,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
 
     def _run(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
-        """Run `work` on a pooled connection. Connections are in autocommit: a single
-        statement is its own transaction, one round trip with no BEGIN/COMMIT around it;
-        `atomic=True` wraps `work` in one transaction for multi-statement work.
+        return self._client.run(work, atomic=atomic)
 
-        A connection that died while idle in the pool (database restart, terminated
-        backend) fails on first use; that transaction certainly did not commit, so the
-        pool is replaced and `work` runs once more: at once when only the connections
-        died, or failing fast with the reason while the database is down. A deadlock or
-        serialization failure (rolled back by the server) is also run once more. A failure
-        at commit is never repeated: it may have committed."""
-        for attempt in (1, 2):
-            pool = self._pool or self._open_pool()
-            held: psycopg.Connection[Any] | None = None
-            try:
-                with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                    held = conn
-                    if atomic:
-                        with conn.transaction():
-                            result = work(cur)
-                            held = None  # from here on (commit) a failure is not repeated
-                    else:
-                        result = work(cur)
-                        held = None
-                return result
-            except PoolClosed as exc:
-                # Another thread replaced the pool under us (or close() was called).
-                if attempt == 2 or self._closed:
-                    raise self._unavailable(exc) from None
-            except PoolTimeout as exc:
-                # Database down (the pool is still backing off) or every connection busy.
-                try:
-                    self._probe()
-                except StoreUnavailable:
-                    self._discard(pool)
-                    raise
-                raise self._unavailable(exc) from None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if attempt == 2 or held is None:
-                    raise self._unavailable(exc) from None
-                if held.closed:
-                    self._discard(pool)
-                elif not isinstance(exc, pg_errors.TransactionRollback):
-                    raise self._unavailable(exc) from None
-            except psycopg.Error as exc:
-                raise self._unavailable(exc) from None
-        raise AssertionError("unreachable")
+    def _run_runtime(self, work: Callable[[Cursor], T]) -> T:
+        return self._runtime.run(work)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close(timeout=CONNECT_TIMEOUT_S)
+        self._runtime.close()
+        self._client.close()
 
     def notifier(self) -> Notifier:
         from conveyor.stores.postgres.notifier import PostgresNotifier
@@ -329,7 +257,8 @@ class PostgresStore(Store):
     ) -> list[Job]:
         if limit <= 0:
             return []
-        return self._run(lambda cur: _claim(cur, worker, queues, limit, lease, now))
+        run = self._run if queues else self._run_runtime
+        return run(lambda cur: _claim(cur, worker, queues, limit, lease, now))
 
     def finish_and_claim(
         self,
@@ -352,7 +281,8 @@ class PostgresStore(Store):
             **_outcomes(finishes),
         }
         query = Q["finish_and_claim_from_queues" if queues else "finish_and_claim"]
-        rows = self._run(lambda cur: cur.execute(query, params).fetchall())
+        run = self._run if queues else self._run_runtime
+        rows = run(lambda cur: cur.execute(query, params).fetchall())
         applied = {job_id: JobStatus(status) for job_id, status in json.loads(rows[0]["finished"])}
         return applied, _claimed([row for row in rows if row["id"] is not None])
 
@@ -362,7 +292,7 @@ class PostgresStore(Store):
         if not refs:
             return set()
         params = {**_fences(refs), "lease": lease, "now": _ts(now)}
-        rows = self._run(lambda cur: cur.execute(Q["heartbeat"], params).fetchall())
+        rows = self._run_runtime(lambda cur: cur.execute(Q["heartbeat"], params).fetchall())
         return {ref.job_id for ref in refs} - {row["id"] for row in rows}
 
     def finish_many(
@@ -370,7 +300,7 @@ class PostgresStore(Store):
     ) -> dict[int, JobStatus]:
         if not finishes:
             return {}
-        return self._run(lambda cur: _finish(cur, finishes, now))
+        return self._run_runtime(lambda cur: _finish(cur, finishes, now))
 
     def release(
         self,
@@ -382,12 +312,12 @@ class PostgresStore(Store):
         if not refs:
             return set()
         params = {**_fences(refs), "now": _ts(now), "not_before": _ts(not_before)}
-        rows = self._run(lambda cur: cur.execute(Q["release"], params).fetchall())
+        rows = self._run_runtime(lambda cur: cur.execute(Q["release"], params).fetchall())
         return {row["id"] for row in rows}
 
     def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:
         params = {"now": _ts(now), "limit": limit}
-        rows = self._run(lambda cur: cur.execute(Q["recover_expired"], params).fetchall())
+        rows = self._run_runtime(lambda cur: cur.execute(Q["recover_expired"], params).fetchall())
         result = RecoveryResult()
         for row in rows:
             (result.requeued if row["status"] == "pending" else result.failed).append(row["id"])

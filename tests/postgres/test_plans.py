@@ -1,0 +1,113 @@
+"""The runtime's statements run with generic plans (PostgresStore's runtime pool sets
+plan_cache_mode = force_generic_plan): one plan per connection, made without parameter
+values and kept until the table's statistics change. Each must be an index walk whatever
+the table looked like when it was planned: empty, just filled (no statistics yet), or
+large and analysed. A sort of the pending jobs or a full scan there would run on every
+claim."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from conveyor.stores import open_store
+from conveyor.stores.postgres.store import GENERIC_PLANS, PostgresStore, Q
+from tests.support import pg
+
+pytestmark = pytest.mark.postgres
+
+RUNTIME_STATEMENTS = [
+    "claim",
+    "finish_and_claim",
+    "finish_many",
+    "heartbeat",
+    "release",
+    "recover_expired",
+]
+
+
+def generic_plan(conn: psycopg.Connection, name: str) -> str:
+    """EXPLAIN of the generic plan of statement `name` (PostgreSQL 15 has no
+    EXPLAIN (GENERIC_PLAN): prepare it, force generic plans, explain an execution)."""
+    params: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in params:
+            params.append(match.group(1))
+        return f"${params.index(match.group(1)) + 1}"
+
+    text = re.sub(r"%\((\w+)\)s", number, Q[name])
+    conn.execute("DEALLOCATE ALL")  # the fixture's connection prepares nothing else
+    conn.execute(f"PREPARE probe AS {text}")
+    nulls = ", ".join("NULL" for _ in params)
+    rows = conn.execute(f"EXPLAIN EXECUTE probe({nulls})").fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+def fill(conn: psycopg.Connection, pending: int, done: int) -> None:
+    conn.execute(
+        "INSERT INTO jobs (type, queue, payload, status, run_at, created_at, updated_at,"
+        " finished_at)"
+        " SELECT 't', 'q' || mod(i, 3), 'null',"
+        " CASE WHEN i <= %(done)s THEN 'done' ELSE 'pending' END,"
+        " now() - interval '1 minute', now(), now(), CASE WHEN i <= %(done)s THEN now() END"
+        " FROM generate_series(1, %(total)s) AS i",
+        {"done": done, "total": pending + done},
+    )
+
+
+@pytest.fixture(params=["empty", "filled, no statistics", "large, analysed"])
+def table(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection]:
+    """A connection set up as the runtime's, to a fresh database in the given state (a new
+    database: a truncated table would keep its column statistics)."""
+    pg.require_postgres()
+    url = pg.create_database()
+    store = open_store(url)
+    store.migrate()
+    store.close()
+    try:
+        with psycopg.connect(
+            url, autocommit=True, options=GENERIC_PLANS, prepare_threshold=None
+        ) as conn:
+            conn.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+            if request.param == "filled, no statistics":
+                fill(conn, pending=20_000, done=0)
+            elif request.param == "large, analysed":
+                fill(conn, pending=100_000, done=200_000)
+                conn.execute("ANALYZE jobs")
+            yield conn
+    finally:
+        pg.drop_database(url)
+
+
+def test_runtime_connections_use_generic_plans(pg_url):
+    store = PostgresStore(pg_url)
+    try:
+        modes = {
+            pool: pool.run(lambda cur: cur.execute("SHOW plan_cache_mode").fetchone())
+            for pool in (store._runtime, store._client)
+        }
+    finally:
+        store.close()
+    assert modes[store._runtime] == {"plan_cache_mode": "force_generic_plan"}
+    assert modes[store._client] == {"plan_cache_mode": "auto"}
+
+
+def test_runtime_statements_never_scan_the_table(table):
+    for name in RUNTIME_STATEMENTS:
+        plan = generic_plan(table, name)
+        assert "Seq Scan on jobs" not in plan, (name, plan)
+
+
+def test_claims_walk_the_pending_index_in_claim_order(table):
+    # The rows come out of jobs_pending already in claim order: no sort of the backlog.
+    for name in ("claim", "finish_and_claim"):
+        plan = generic_plan(table, name)
+        assert re.search(r"Limit.*\n.*LockRows.*\n.*Index Scan using jobs_pending on jobs", plan), (
+            name,
+            plan,
+        )
+        assert "Sort" not in plan, (name, plan)
