@@ -317,3 +317,27 @@ def test_concurrent_migrations_of_a_fresh_database_agree():
         fresh.close()
     finally:
         pg.drop_database(url)
+
+
+def test_outcomes_land_while_heartbeats_update_the_same_rows(pg_store):
+    # Each outcome locks its row after a concurrent heartbeat moved it to a new row version:
+    # the fence is re-checked on that version and the outcome must still land.
+    pg_store.enqueue_many([new_job("t", i) for i in range(200)])
+    refs = [j.lease_ref() for j in pg_store.claim(worker="w", queues=None, limit=200, lease=LEASE)]
+    assert len(refs) == 200
+    finished = threading.Event()
+
+    def beat() -> None:
+        while not finished.is_set():
+            pg_store.heartbeat(refs, lease=LEASE)
+
+    beater = threading.Thread(target=beat)
+    beater.start()
+    try:
+        statuses = {}
+        for ref in refs:
+            statuses.update(pg_store.finish_many([Finish(ref, result_json="1")]))
+    finally:
+        finished.set()
+        beater.join(30)
+    assert statuses == {ref.job_id: JobStatus.DONE for ref in refs}

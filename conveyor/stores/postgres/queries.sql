@@ -85,14 +85,13 @@ WHERE unique_key = %(unique_key)s
   AND status IN ('pending', 'processing')
 
 -- name: next_due
--- Fragment: the ids (and row addresses) of up to limit due pending jobs from any queue, in
--- claim order, locked.
+-- Fragment: the ids of up to limit due pending jobs from any queue, in claim order, locked.
 -- Used as a MATERIALIZED CTE, which is a fence: the rows are chosen and locked exactly once,
 -- before the UPDATE. Written as WHERE id IN (subquery) or an inlined CTE, the planner may run
 -- the LIMIT ... SKIP LOCKED subquery more than once (re-scans, rechecks after a concurrent
 -- update), each run skipping different rows, and so claim more rows than asked.
 -- SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing.
-SELECT id, ctid
+SELECT id
 FROM jobs
 WHERE status = 'pending'
   AND run_at <= coalesce(%(now)s::timestamptz, now())
@@ -102,7 +101,7 @@ FOR UPDATE SKIP LOCKED
 
 -- name: next_due_from_queues
 -- Fragment: as next_due, restricted to the queues in the text array queues.
-SELECT id, ctid
+SELECT id
 FROM jobs
 WHERE status = 'pending'
   AND run_at <= coalesce(%(now)s::timestamptz, now())
@@ -112,10 +111,10 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
 -- name: take_next
--- Fragment: move the jobs in `next` to processing under a fresh lease for worker. They are
--- matched as arrays of ids and row addresses (the rows are locked, so their addresses hold):
--- joined to `next`, whose size a generic plan guesses at a tenth of the table, or planned
--- while the table was small, the update would hash a full scan of the table.
+-- Fragment: move the jobs in `next` to processing under a fresh lease for worker. The ids
+-- are matched as one array (an index lookup per id): joined to `next`, whose size a generic
+-- plan guesses at a tenth of the table, the update would hash a full scan of the table.
+-- (Not by ctid: a row updated concurrently before it was locked fails a ctid re-check.)
 UPDATE jobs
 SET status           = 'processing',
     attempts         = jobs.attempts + 1,
@@ -123,8 +122,7 @@ SET status           = 'processing',
     started_at       = coalesce(%(now)s::timestamptz, now()),
     updated_at       = coalesce(%(now)s::timestamptz, now()),
     lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
-WHERE jobs.ctid = ANY (ARRAY(SELECT ctid FROM next))
-  AND jobs.id = ANY (ARRAY(SELECT id FROM next))
+WHERE jobs.id = ANY (ARRAY(SELECT id FROM next))
 RETURNING jobs.*
 
 -- name: claim
@@ -184,10 +182,10 @@ outcome AS (
 -- deadlock. (A join would let the planner, which guesses 100 rows for any JSON batch, scan
 -- every processing job instead.) FOR UPDATE re-checks the fence on the locked row version.
 held AS MATERIALIZED (
-    SELECT job.id, job.ctid, outcome.result, outcome.error, outcome.retry_at
+    SELECT job.id, outcome.result, outcome.error, outcome.retry_at
     FROM outcome
     CROSS JOIN LATERAL (
-        SELECT jobs.id, jobs.ctid
+        SELECT jobs.id
         FROM jobs
         WHERE jobs.id = outcome.id
           AND jobs.status = 'processing'
@@ -213,11 +211,9 @@ finished AS (
         lease_expires_at = NULL
     FROM held AS o
     WHERE jobs.id = o.id
-      -- the same rows again, as arrays whose length the planner knows, by id and by row
-      -- address: without them, a plan made while the table was small or without
-      -- statistics (new, or just filled) joins by a full scan of the table
+      -- the same ids again, as an array whose length the planner knows: without it, a
+      -- table whose statistics lag behind (new, or just filled) is joined by a full scan
       AND jobs.id = ANY (%(ids)s::bigint[])
-      AND jobs.ctid = ANY (ARRAY(SELECT ctid FROM held))
     RETURNING jobs.id, jobs.status
 )
 

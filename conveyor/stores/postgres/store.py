@@ -44,7 +44,7 @@ POOL_TIMEOUT_S = 5.0
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 # Server settings of the runtime pool's sessions (why: PostgresStore).
-GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
 PRUNE_BATCH = 5000
 # A lost peer (no FIN: host died, network cut) is noticed by TCP keepalive in about a minute
 # instead of the kernel's two hours.
@@ -132,7 +132,10 @@ class PostgresStore(Store):
       (`plan_cache_mode = force_generic_plan`): these statements have one good plan whatever
       their parameters, and PostgreSQL's default would plan each call afresh once the
       table has statistics (a third of a claim's cost), because a generic plan whose LIMIT
-      is a parameter is priced as if it returned a tenth of the table.
+      is a parameter is priced as if it returned a tenth of the table. A generic plan is
+      kept until the table's statistics change, and one made while the table was empty
+      would scan it; every runtime statement reaches its rows through an index, so these
+      sessions also rule out sequential scans (`enable_seqscan = off`).
       tests/postgres/test_plans.py fixes each of those generic plans.
     - the client pool runs everything else (enqueue, reads, operators' commands, claims
       from named queues), planned per call as usual: there the best plan depends on the
