@@ -1,5 +1,6 @@
 """Claim cost is flat in the backlog: drain rate with 10,000 pending jobs vs 1,000,000
-pending, and vs 10,000 pending beside 1,000,000 finished jobs.
+pending, vs 10,000 pending beside 1,000,000 finished jobs, and vs 10,000 pending beside
+1,000,000 jobs scheduled for tomorrow at a higher priority.
 
     .venv/bin/python -m bench.backlog --stores sqlite,postgres [--big 1000000]
 
@@ -23,10 +24,11 @@ from conveyor.jobs import Finish, JobStatus
 BATCH = 10_000
 
 
-def fill(app: Conveyor, n: int) -> list[int]:
+def fill(app: Conveyor, n: int, **options: object) -> list[int]:
     ids: list[int] = []
+    item = {"type": "noop", **options}
     for start in range(0, n, BATCH):
-        ids += [j.id for j in app.enqueue_many([{"type": "noop"}] * min(BATCH, n - start))]
+        ids += [j.id for j in app.enqueue_many([item] * min(BATCH, n - start))]
     return ids
 
 
@@ -41,9 +43,10 @@ def finish_all(app: Conveyor) -> None:
 
 
 def settle(url: str) -> None:
-    """A table that holds a million finished jobs got there over time, with autovacuum
-    keeping up; here they were finished seconds ago and their dead row versions (two per
-    job) would all still sit in the pending index. Vacuum once, as autovacuum would have."""
+    """A table that holds a million finished (or scheduled) jobs got there over time, with
+    autovacuum keeping up; here they were written seconds ago and, for finished jobs, their
+    dead row versions (two per job) would all still sit in the pending index. Vacuum and
+    analyse once, as autovacuum would have."""
     if url.startswith("postgresql"):
         import psycopg
 
@@ -70,12 +73,15 @@ def steady_rate(url: str, ids: list[int], lo: int = 2_000, hi: int = 12_000) -> 
     return (hi - lo) / (t_hi - t_lo)
 
 
-def scenario(store: str, tmp: Path, pending: int, finished: int) -> float:
+def scenario(store: str, tmp: Path, pending: int, finished: int = 0, scheduled: int = 0) -> float:
     url = fresh_url(store, tmp)
     with Conveyor(url) as app:
         if finished:
             fill(app, finished)
             finish_all(app)
+            settle(url)
+        if scheduled:
+            fill(app, scheduled, priority=1, delay=86_400)
             settle(url)
         ids = fill(app, pending)
     return steady_rate(url, ids)
@@ -91,24 +97,26 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| store | 10k pending jobs/s | 1M pending jobs/s | 10k pending + 1M done jobs/s "
-        "| worst / best |"
+        "| 10k pending + 1M scheduled at a higher priority jobs/s | worst / best |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for store in args.stores.split(","):
             if args.history_only:
-                history = scenario(store, tmp, 20_000, args.big)
-                print(f"| {store} | | | {history:,.0f} | |", flush=True)
+                history = scenario(store, tmp, 20_000, finished=args.big)
+                print(f"| {store} | | | {history:,.0f} | | |", flush=True)
                 continue
-            small = scenario(store, tmp, 20_000, 0)
+            small = scenario(store, tmp, 20_000)
             print(f"# {store} small: {small:,.0f}", file=sys.stderr, flush=True)
-            big = scenario(store, tmp, args.big, 0)
+            big = scenario(store, tmp, args.big)
             print(f"# {store} big pending: {big:,.0f}", file=sys.stderr, flush=True)
-            history = scenario(store, tmp, 20_000, args.big)
-            rates = [small, big, history]
+            history = scenario(store, tmp, 20_000, finished=args.big)
+            print(f"# {store} history: {history:,.0f}", file=sys.stderr, flush=True)
+            future = scenario(store, tmp, 20_000, scheduled=args.big)
+            rates = [small, big, history, future]
             print(
-                f"| {store} | {small:,.0f} | {big:,.0f} | {history:,.0f} "
+                f"| {store} | {small:,.0f} | {big:,.0f} | {history:,.0f} | {future:,.0f} "
                 f"| {min(rates) / max(rates):.2f} |",
                 flush=True,
             )

@@ -86,3 +86,20 @@ def test_claim_lease_is_relative_to_now(store):
     # not expired at t + 4, expired at t + 6
     assert store.recover_expired(now=t + timedelta(seconds=4)).count == 0
     assert store.recover_expired(now=t + timedelta(seconds=6)).requeued == [job.id]
+
+
+def test_scheduled_jobs_of_a_higher_priority_neither_hide_nor_lose_their_turn(store):
+    # Levels that hold only future jobs are passed over; once due they come first again.
+    scheduled = [add(store, priority=9, delay=30).id for _ in range(3)]
+    mixed_due = add(store, priority=5).id
+    add(store, priority=5, delay=30)
+    due = [add(store, priority=p).id for p in (0, 0, -3)]
+    assert [j.id for j in claim(store, limit=3)] == [mixed_due, *due[:2]]
+    assert [j.id for j in claim(store, limit=10, now=later(31))][:3] == scheduled
+
+
+def test_claim_fills_its_limit_across_levels_and_queues(store):
+    ids = [add(store, priority=p, queue=q).id for p in (3, 2, 1) for q in ("a", "b")]
+    got = claim(store, limit=4, queues=["a", "b"])
+    assert [j.id for j in got] == ids[:4]
+    assert [j.id for j in claim(store, limit=4)] == ids[4:]

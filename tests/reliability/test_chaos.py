@@ -29,7 +29,16 @@ def explain(report: Report) -> str:
 @pytest.mark.slow
 @pytest.mark.process
 def test_chaos_on_sqlite_loses_nothing_and_every_duplicate_follows_a_kill(sqlite_url, tmp_path):
-    cfg = ChaosConfig(store="sqlite", url=sqlite_url, workdir=tmp_path, jobs=JOBS, timeout=90)
+    # 3,000 jobs drain in a few seconds: act often enough that every run sees kills.
+    cfg = ChaosConfig(
+        store="sqlite",
+        url=sqlite_url,
+        workdir=tmp_path,
+        jobs=JOBS,
+        timeout=90,
+        action_interval=0.3,
+        min_kill_age=0.5,
+    )
     report = run_chaos(cfg)
     print(report.summary())
     assert report.ok, explain(report)

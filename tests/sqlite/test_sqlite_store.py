@@ -41,9 +41,14 @@ def test_claim_walks_the_pending_index(tmp_path):
     ).fetchall()
     text = "\n".join(str(row[3]) for row in plan)
     conn.close()
+    # Each queue's priority levels, one index probe each, then one index range per level.
     assert "SEARCH c USING INDEX jobs_pending (queue=?)" in text, text
+    assert "SEARCH c USING INDEX jobs_pending (queue=? AND priority<?)" in text, text
+    assert "SEARCH c USING INDEX jobs_pending (queue=? AND priority=? AND run_at<?)" in text, text
+    # Full scans only of the queues table, the queue filter and the (queue, level) rows.
     scans = [line for line in text.splitlines() if line.startswith("SCAN ")]
-    assert all(line in ("SCAN q", "SCAN json_each VIRTUAL TABLE INDEX 1:") for line in scans), text
+    allowed = ("SCAN q", "SCAN l", "SCAN json_each VIRTUAL TABLE INDEX 1:")
+    assert all(line in allowed for line in scans), text
     store.close()
 
 

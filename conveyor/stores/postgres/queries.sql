@@ -91,24 +91,73 @@ WHERE unique_key = %(unique_key)s
 -- the LIMIT ... SKIP LOCKED subquery more than once (re-scans, rechecks after a concurrent
 -- update), each run skipping different rows, and so claim more rows than asked.
 -- SKIP LOCKED lets concurrent claimers pass over each other's rows instead of queueing.
-SELECT id
-FROM jobs
-WHERE status = 'pending'
-  AND run_at <= coalesce(%(now)s::timestamptz, now())
-ORDER BY priority DESC, run_at, id
+-- One priority level at a time, highest first: each level is one range of jobs_pending,
+-- whose due jobs (run_at <= now) come before its future ones. A single walk of the index in
+-- (priority DESC, run_at, id) order would step over every future job of a higher priority
+-- (a scheduled batch, a burst of urgent retries in backoff) on each claim. `level` finds
+-- the next lower priority with one index probe; the nested loop keeps the levels' order and
+-- each level's (run_at, id) order, so the rows arrive in claim order and the outer LIMIT
+-- stops the walk, and the locking, once it has enough: no sort, no level visited in vain.
+WITH RECURSIVE level (priority) AS (
+    (SELECT priority FROM jobs WHERE status = 'pending' ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT jobs.priority
+            FROM jobs
+            WHERE jobs.status = 'pending'
+              AND jobs.priority < level.priority
+            ORDER BY jobs.priority DESC
+            LIMIT 1)
+    FROM level
+    WHERE level.priority IS NOT NULL
+)
+SELECT due.id
+FROM level
+CROSS JOIN LATERAL (
+    SELECT id
+    FROM jobs
+    WHERE status = 'pending'
+      AND priority = level.priority
+      AND run_at <= coalesce(%(now)s::timestamptz, now())
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AS due
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
 
 -- name: next_due_from_queues
 -- Fragment: as next_due, restricted to the queues in the text array queues.
-SELECT id
-FROM jobs
-WHERE status = 'pending'
-  AND run_at <= coalesce(%(now)s::timestamptz, now())
-  AND queue = ANY (%(queues)s::text[])
-ORDER BY priority DESC, run_at, id
+WITH RECURSIVE level (priority) AS (
+    (SELECT priority
+     FROM jobs
+     WHERE status = 'pending'
+       AND queue = ANY (%(queues)s::text[])
+     ORDER BY priority DESC
+     LIMIT 1)
+    UNION ALL
+    SELECT (SELECT jobs.priority
+            FROM jobs
+            WHERE jobs.status = 'pending'
+              AND jobs.queue = ANY (%(queues)s::text[])
+              AND jobs.priority < level.priority
+            ORDER BY jobs.priority DESC
+            LIMIT 1)
+    FROM level
+    WHERE level.priority IS NOT NULL
+)
+SELECT due.id
+FROM level
+CROSS JOIN LATERAL (
+    SELECT id
+    FROM jobs
+    WHERE status = 'pending'
+      AND queue = ANY (%(queues)s::text[])
+      AND priority = level.priority
+      AND run_at <= coalesce(%(now)s::timestamptz, now())
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AS due
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
 
 -- name: take_next
 -- Fragment: move the jobs in `next` to processing under a fresh lease for worker. The ids

@@ -32,9 +32,27 @@ WHERE unique_key = :unique_key
 -- name: claim
 -- Move up to :limit due pending jobs to processing under a fresh lease, highest priority
 -- first, then oldest run_at, then id; from every queue, or only those in the JSON array
--- :queues. The inner subquery walks jobs_pending for one queue and stops after :limit rows,
--- so the cost is (queues x limit) whatever the backlog. One statement: SQLite has one
--- writer at a time, so no two workers can take the same row.
+-- :queues. One statement: SQLite has one writer at a time, so no two workers can take the
+-- same row. The walk goes one (queue, priority) level at a time: `levels` finds each
+-- queue's pending priorities with one jobs_pending probe per level, and each level is one
+-- range of jobs_pending whose due jobs (run_at <= :now) come before its future ones, read up
+-- to :limit rows. A single walk in (priority DESC, run_at, id) order would step over every
+-- future job of a higher priority (a scheduled batch, a burst of urgent retries in
+-- backoff) on each claim; this way the cost is (levels + queues x limit) whatever the
+-- backlog, scheduled or due.
+WITH RECURSIVE levels (queue, priority) AS (
+    SELECT q.name,
+           (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
+            WHERE c.queue = q.name AND c.status = 'pending')
+    FROM queues AS q
+    WHERE :queues IS NULL OR q.name IN (SELECT value FROM json_each(:queues))
+    UNION ALL
+    SELECT l.queue,
+           (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
+            WHERE c.queue = l.queue AND c.status = 'pending' AND c.priority < l.priority)
+    FROM levels AS l
+    WHERE l.priority IS NOT NULL
+)
 UPDATE jobs
 SET status           = 'processing',
     attempts         = attempts + 1,
@@ -44,16 +62,17 @@ SET status           = 'processing',
     lease_expires_at = :lease_until
 WHERE id IN (
     SELECT j.id
-    FROM queues AS q
+    FROM levels AS l
     JOIN jobs AS j ON j.id IN (
         SELECT c.id FROM jobs AS c INDEXED BY jobs_pending
-        WHERE c.queue = q.name
+        WHERE c.queue = l.queue
           AND c.status = 'pending'
+          AND c.priority = l.priority
           AND c.run_at <= :now
-        ORDER BY c.priority DESC, c.run_at, c.id
+        ORDER BY c.run_at, c.id
         LIMIT :limit
     )
-    WHERE :queues IS NULL OR q.name IN (SELECT value FROM json_each(:queues))
+    WHERE l.priority IS NOT NULL
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT :limit
 )
