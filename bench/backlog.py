@@ -1,5 +1,5 @@
-"""Claim cost is flat in the backlog: drain rate with 10,000 pending jobs vs 1,000,000
-pending, vs 10,000 pending beside 1,000,000 finished jobs, and vs 10,000 pending beside
+"""Claim cost is flat in the backlog: drain rate with 20,000 pending jobs vs 1,000,000
+pending, vs 20,000 pending beside 1,000,000 finished jobs, and vs 20,000 pending beside
 1,000,000 jobs scheduled for tomorrow at a higher priority.
 
     .venv/bin/python -m bench.backlog --stores sqlite,postgres [--big 1000000]
@@ -96,8 +96,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(
-        "| store | 10k pending jobs/s | 1M pending jobs/s | 10k pending + 1M done jobs/s "
-        "| 10k pending + 1M scheduled at a higher priority jobs/s | worst / best |"
+        "| store | 20k pending jobs/s | 1M pending jobs/s | 20k pending + 1M done jobs/s "
+        "| 20k pending + 1M scheduled at a higher priority jobs/s | worst / best |"
     )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmpdir:
