@@ -57,10 +57,13 @@ def _check_text(text: str, what: str, limit: int, error: type[ValueError]) -> No
     # PostgreSQL cannot store NUL in text or jsonb; refuse it on both stores alike.
     if "\\u0000" in text:
         raise error(f"{what} contains a NUL character (\\u0000), which cannot be stored")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise error(f"{what} contains invalid unicode (a lone surrogate)") from None
+    if text.isascii():  # C-fast; only other text needs encoding to be sized and checked
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise error(f"{what} contains invalid unicode (a lone surrogate)") from None
     if size > limit:
         raise error(f"{what} is {size} bytes, more than the limit of {limit}")
 

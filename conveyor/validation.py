@@ -21,6 +21,8 @@ def check_name(value: object, field: str, max_len: int) -> str:
         raise InvalidJob(f"{field} must be 1 to {max_len} characters, got {len(value)}")
     if "\x00" in value:
         raise InvalidJob(f"{field} must not contain NUL characters")
+    if value.isascii():  # the common case, and C-fast; only other text can hold a surrogate
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

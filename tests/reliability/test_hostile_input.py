@@ -66,6 +66,31 @@ def total(app: Conveyor) -> int:
 
 
 # -- Python API ----------------------------------------------------------------------------
+def test_a_batch_of_hostile_values_is_stored_faithfully(app):
+    # enqueue_many sends the whole batch as one JSON document the server parses: every
+    # field of every row must come back exactly as given.
+    items = [
+        {
+            "type": value,
+            "payload": {value: value, "list": [value, {"nested": value}]},
+            "queue": value,
+            "unique_key": value,
+        }
+        for value in HOSTILE
+    ]
+    jobs = app.enqueue_many(items)
+    assert len({job.id for job in jobs}) == len(HOSTILE)
+    for item, job in zip(items, jobs, strict=True):
+        back = app.get_job(job.id)
+        assert back is not None and back == job
+        assert (back.type, back.payload, back.queue, back.unique_key) == (
+            item["type"],
+            item["payload"],
+            item["queue"],
+            item["unique_key"],
+        )
+
+
 def test_sql_metacharacters_and_odd_unicode_are_stored_faithfully_in_every_field(app):
     sentinel = app.enqueue("sentinel", {"keep": True})
     for value in HOSTILE:

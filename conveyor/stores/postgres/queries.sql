@@ -41,15 +41,17 @@ FROM inserted
 -- name: enqueue_many
 -- Insert a batch in one statement, in input order, and wake listeners. The batch arrives as
 -- one JSON array of [type, queue, payload JSON text, priority, max_attempts, run_at,
--- unique_key] rows: one parameter that the client encodes in C and the server parses once,
--- where seven arrays would be escaped element by element. Ids are drawn from the sequence
+-- unique_key] rows: one parameter that the client encodes in C and the server parses once
+-- (as jsonb, whose fields are then read without parsing the row's text again), where seven
+-- arrays would be escaped element by element. The sequence is looked up once, not per row.
+-- Ids are drawn from the sequence
 -- per input row first, so each inserted row joins back to its input position (RETURNING
 -- order is not guaranteed). Only what the database decides comes back (id and times): the
 -- store knows the rest. Rows whose unique_key is held come back with a NULL id; the store
 -- then reads their holder. ON CONFLICT DO NOTHING also skips a later row whose key an
 -- earlier row of the same batch took, as sequential inserts would.
 WITH input AS MATERIALIZED (
-    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id,
+    SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass) AS id,
            row ->> 0                  AS type,
            row ->> 1                  AS queue,
            (row ->> 2)::jsonb         AS payload,
@@ -58,7 +60,7 @@ WITH input AS MATERIALIZED (
            (row ->> 5)::timestamptz   AS run_at,
            row ->> 6                  AS unique_key,
            ord
-    FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS batch (row, ord)
+    FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, payload, priority, max_attempts, run_at, unique_key,

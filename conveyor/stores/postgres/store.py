@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
@@ -486,18 +486,20 @@ def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
             for job in jobs
         ]
     )
-    inserted = cur.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
+    # Plain tuples: a dict per row costs more than the rest of reading the batch back.
+    with cur.connection.cursor(row_factory=tuple_row) as plain:
+        inserted = plain.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
     results: list[EnqueueResult] = []
-    for job, row in zip(jobs, inserted, strict=True):
-        if row["id"] is not None:
-            results.append(
-                EnqueueResult(
-                    job.as_inserted(
-                        row["id"], run_at=_utc(row["run_at"]), at=_utc(row["created_at"])
-                    ),
-                    created=True,
-                )
-            )
+    # One statement, one now(): most rows share their times, so convert each value once.
+    utc: dict[datetime, datetime] = {}
+    for job, (job_id, run_at, created_at, _) in zip(jobs, inserted, strict=True):
+        if job_id is not None:
+            if run_at not in utc:
+                utc[run_at] = _utc(run_at)
+            if created_at not in utc:
+                utc[created_at] = _utc(created_at)
+            inserted_job = job.as_inserted(job_id, run_at=utc[run_at], at=utc[created_at])
+            results.append(EnqueueResult(inserted_job, created=True))
             continue
         # Its key is held (by an older job, or by an earlier row of this batch): a second
         # round trip, only for batches that hit a key.
