@@ -111,3 +111,12 @@ def test_claims_walk_the_pending_index_in_claim_order(table):
             plan,
         )
         assert "Sort" not in plan, (name, plan)
+
+
+def test_fenced_statements_look_each_job_up_by_id(table):
+    # The fixture's statistics saw no processing job: a plan that walks jobs_lease (every
+    # processing job) per outcome or heartbeat would still look cheap, and be kept.
+    for name in ("finish_and_claim", "finish_many", "heartbeat", "release"):
+        plan = generic_plan(table, name)
+        assert "jobs_lease" not in plan, (name, plan)
+        assert "Index Scan using jobs_pkey on jobs" in plan, (name, plan)

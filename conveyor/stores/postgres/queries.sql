@@ -190,12 +190,16 @@ WITH next AS MATERIALIZED ({{next_due_from_queues}})
 -- Fragment: the ids of the jobs still held by these claims (ids, workers, attempts: parallel
 -- arrays), locked in id order: heartbeat, finish_many and release of one worker run
 -- concurrently over the same rows, and a common lock order keeps them from deadlocking.
+-- The status is compared with a sub-select, not a literal: the literal lets the planner walk
+-- the partial index jobs_lease (every processing job) instead of looking each id up, which
+-- it prefers when its statistics were taken while nothing ran, and a generic plan keeps that
+-- choice (measured with 5,000 jobs processing: 38 ms per heartbeat of 100 jobs).
 SELECT jobs.id
 FROM jobs
 JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
      AS ref (id, worker, attempt)
   ON jobs.id = ref.id
-WHERE jobs.status = 'processing'
+WHERE jobs.status = (SELECT 'processing'::text)
   AND jobs.worker = ref.worker
   AND jobs.attempts = ref.attempt
 ORDER BY jobs.id
@@ -239,7 +243,7 @@ held AS MATERIALIZED (
         SELECT jobs.id
         FROM jobs
         WHERE jobs.id = outcome.id
-          AND jobs.status = 'processing'
+          AND jobs.status = (SELECT 'processing'::text)  -- not the literal: see held_refs
           AND jobs.worker = outcome.worker
           AND jobs.attempts = outcome.attempt
         FOR UPDATE
