@@ -62,7 +62,12 @@ class _Running:
     job: Job
     slot: str
     task: asyncio.Task[None]
+    # monotonic time until which the lease certainly holds: lease seconds after the start of
+    # the last claim or heartbeat call that took or renewed it (the store's deadline, counted
+    # from when the call reached it, can only be later)
+    held_until: float
     started: float = field(default_factory=time.monotonic)
+    stopping: bool = False  # the lease watchdog already stopped (or gave up on) it
 
 
 class WorkerPool:
@@ -102,6 +107,7 @@ class WorkerPool:
         helpers = [
             asyncio.create_task(self._completer.run(), name="conveyor-completer"),
             asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"),
+            asyncio.create_task(self._lease_watchdog(), name="conveyor-lease-watchdog"),
             asyncio.create_task(self._reaper_loop(), name="conveyor-reaper"),
         ]
         watcher = asyncio.create_task(self._watch(stop), name="conveyor-stop-watcher")
@@ -150,6 +156,7 @@ class WorkerPool:
             limit = min(free, self.config.fetch_limit)
             # outcomes ready now ride in the claim's transaction: one commit, not two
             finished = self._completer.take()
+            asked = time.monotonic()
             try:
                 applied, jobs = await self._calls(
                     self.store.finish_and_claim,
@@ -168,7 +175,7 @@ class WorkerPool:
             backoff = 0.1
             self._completer.report(finished, applied)
             for job in jobs:
-                self._start(job)
+                self._start(job, held_until=asked + self.config.lease)
             if len(jobs) < limit and not self._stop.is_set():
                 # Nothing more is due: sleep until an enqueue wakes us, or the poll interval.
                 await self._notifier.wait(self.config.fetch_interval)
@@ -180,10 +187,10 @@ class WorkerPool:
             pass
 
     # -- running a job ----------------------------------------------------------------------
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, *, held_until: float) -> None:
         slot = self._free_slots.pop()
         task = asyncio.create_task(self._run_job(job, slot), name=f"conveyor-job-{job.id}")
-        self._running[job.id] = _Running(job, slot, task)
+        self._running[job.id] = _Running(job, slot, task, held_until)
         self.metrics.slots_busy = len(self._running)
 
     async def _run_job(self, job: Job, slot: str) -> None:
@@ -243,13 +250,53 @@ class WorkerPool:
             refs += list(self._finishing.values())
             if not refs:
                 continue
+            asked = time.monotonic()
             try:
                 lost = await self._calls(self.store.heartbeat, refs, lease=lease)
             except Exception as exc:
                 log.warning("heartbeat failed for %d jobs: %s", len(refs), exc)
                 continue
+            for ref in refs:
+                running = self._running.get(ref.job_id)
+                if (
+                    ref.job_id not in lost
+                    and running is not None
+                    and running.job.attempts == ref.attempt
+                ):
+                    running.held_until = max(running.held_until, asked + self.config.lease)
             for job_id in lost:
                 self._lease_lost(job_id)
+
+    async def _lease_watchdog(self) -> None:
+        """Stop a job before its lease can expire when the lease could not be renewed (the
+        store unreachable, a partition): past that moment another worker may recover and
+        start the job, and two runs would overlap. Checks often enough to act before the
+        deadline, never after it (unless the event loop itself is blocked)."""
+        period = min(self.config.heartbeat_interval / 2, 1.0)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for job_id, running in list(self._running.items()):
+                if not running.stopping and now + period >= running.held_until:
+                    self._lease_expiring(job_id, running)
+
+    def _lease_expiring(self, job_id: int, running: _Running) -> None:
+        running.stopping = True
+        task = self.app.tasks.get(running.job.type)
+        if task is not None and not task.is_async:
+            # A thread cannot be stopped: the job keeps its slot until its code returns.
+            log.warning(
+                "lease could not be renewed and is about to expire; this sync job cannot be "
+                "stopped, so another worker may start it again once the lease has expired",
+                extra=job_fields(worker=running.slot, job=job_id, status="lost"),
+            )
+            return
+        log.warning(
+            "lease could not be renewed and is about to expire: stopping the job before "
+            "another worker can take it over",
+            extra=job_fields(worker=running.slot, job=job_id, status="lost"),
+        )
+        running.task.cancel()
 
     def _lease_lost(self, job_id: int) -> None:
         running = self._running.get(job_id)

@@ -12,10 +12,12 @@ from typing import TypeVar
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from conveyor import Conveyor
 from conveyor.errors import StoreUnavailable
 from conveyor.stores.postgres.notifier import PostgresNotifier
 from conveyor.stores.postgres.store import PostgresStore
 from conveyor.validation import new_job
+from conveyor.worker import PoolConfig, WorkerPool
 from tests.postgres.proxy import FlakyProxy, flaky_proxy
 from tests.support.wait import async_wait_until, wait_until
 
@@ -104,3 +106,48 @@ def test_notifier_listens_again_after_the_outage(pg_url, proxy, caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "conveyor.postgres"]
     assert sum("lost the LISTEN connection" in m for m in messages) == 1, messages
     assert sum("is back" in m for m in messages) == 1, messages
+
+
+def test_a_worker_cut_off_from_the_database_stops_its_job_before_the_lease_expires(
+    pg_url, proxy, admin, caplog
+):
+    # A partition: this worker's connections die while the database (and any other worker)
+    # carries on. Past its lease the job can be recovered and started elsewhere, so the
+    # worker must stop it first.
+    caplog.set_level(logging.WARNING, logger="conveyor.worker")
+    app = Conveyor(via(proxy, pg_url))
+    stopped: list[float] = []
+
+    @app.task
+    async def long_call() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.append(time.time())
+            raise
+
+    async def scenario() -> None:
+        pool = WorkerPool(app, PoolConfig(concurrency=2, fetch_interval=0.2, lease=1.5))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(pool.run(stop))
+        await pool.ready.wait()
+        try:
+            job = await asyncio.to_thread(app.enqueue, "long_call")
+            await async_wait_until(lambda: pool.busy == 1, message="job running")
+            proxy.down()
+            await async_wait_until(lambda: stopped, timeout=10, message="job stopped")
+            (expires_at,) = admin.execute(
+                "SELECT extract(epoch FROM lease_expires_at) FROM jobs WHERE id = %s", (job.id,)
+            ).fetchone()
+            assert stopped[0] < float(expires_at), "stopped before the lease expired"
+            assert pool.busy == 0
+        finally:
+            proxy.up()
+            stop.set()
+            await asyncio.wait_for(runner, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        app.close()
+    assert any("about to expire: stopping the job" in r.getMessage() for r in caplog.records)
