@@ -136,13 +136,26 @@ async def _abandon_stragglers() -> None:
         os._exit(0)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a dependency except on Windows): the runtime spends
+    most of its own time in the event loop (a task per job, thread hand-offs), and uvloop
+    drains no-op jobs from SQLite 30-50 % faster (`make bench`: 13.2k -> 20.0k jobs/s with
+    two processes). Without it, asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _run(app: Conveyor, main: Callable[[], Coroutine[None, None, None]]) -> int:
     async def guarded() -> None:
         await main()
         await _abandon_stragglers()
 
     try:
-        asyncio.run(guarded())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(guarded())
     finally:
         app.close()
         logging.shutdown()

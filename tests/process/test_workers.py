@@ -143,3 +143,18 @@ def test_sigterm_hands_back_a_running_sync_job_only_after_its_process_is_gone(wo
     back = producer.get_job(job.id)
     assert back.status == JobStatus.PENDING and back.attempts == 0
     assert back.run_at > back.updated_at, "runnable only after a grace period"
+
+
+def test_workers_run_on_uvloop_where_it_is_installed(workers, producer):
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        expected = "asyncio"
+    else:
+        expected = "uvloop"
+    job = producer.enqueue("loop_kind")
+    workers.start("--workers", "1", *FAST)
+    wait_until(
+        lambda: producer.get_job(job.id).status == JobStatus.DONE, timeout=15, message="job done"
+    )
+    assert producer.get_job(job.id).result.startswith(expected)

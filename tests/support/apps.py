@@ -83,3 +83,9 @@ def crash(seq: int) -> None:
     """Kills its own worker process (a poison job)."""
     _mark_start(seq)
     os._exit(13)
+
+
+@app.task
+async def loop_kind() -> str:
+    """The module of the event loop the worker runs tasks on."""
+    return type(asyncio.get_running_loop()).__module__
