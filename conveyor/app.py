@@ -5,29 +5,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from conveyor.backoff import BackoffPolicy, exponential_backoff
 from conveyor.errors import InvalidJob, UnknownTask
 from conveyor.jobs import EnqueueResult, Job, NewJob
+from conveyor.settings import Settings
 from conveyor.stores import Store, open_store
 from conveyor.tasks import Task, TaskOptions
 from conveyor.validation import new_job
 
-if TYPE_CHECKING:
-    from conveyor.settings import Settings
-
 _BATCH_FIELDS = frozenset(
     {"type", "payload", "priority", "queue", "max_attempts", "delay", "run_at", "unique_key"}
 )
-
-
-def _settings() -> Settings:
-    # Imported here: pydantic-settings costs ~90 ms of import, which a program that passes
-    # its URL (a web app enqueueing jobs) should not pay for `import conveyor`.
-    from conveyor.settings import Settings
-
-    return Settings()
 
 
 class Conveyor:
@@ -46,7 +36,7 @@ class Conveyor:
     @property
     def database_url(self) -> str:
         if self._url is None:
-            self._url = _settings().database_url
+            self._url = Settings().database_url
         return self._url
 
     def configure(
@@ -62,7 +52,7 @@ class Conveyor:
     @property
     def default_max_attempts(self) -> int:
         if self._default_max_attempts is None:
-            self._default_max_attempts = _settings().max_attempts
+            self._default_max_attempts = Settings().max_attempts
         return self._default_max_attempts
 
     @property
