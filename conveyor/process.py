@@ -136,11 +136,14 @@ async def _abandon_stragglers() -> None:
         os._exit(0)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed (a dependency except on Windows): the runtime spends
-    most of its own time in the event loop (a task per job, thread hand-offs), and uvloop
-    drains no-op jobs from SQLite 30-50 % faster (`make bench`: 13.2k -> 20.0k jobs/s with
-    two processes). Without it, asyncio's own loop."""
+def _loop_factory(database_url: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for a SQLite store where it is installed (a dependency except on Windows),
+    otherwise asyncio's own loop. Measured side by side (`compare`, 3 repeats each way): on
+    SQLite the worker's own event-loop work is the limit, and uvloop drains 13.1k -> 17.8k
+    jobs/s; on PostgreSQL the database is the limit and uvloop drained less (15.3k ->
+    14.0k, and 16.1k -> 12.1k in a 5-repeat run), so PostgreSQL workers keep asyncio."""
+    if not database_url.startswith("sqlite"):
+        return None
     try:
         import uvloop
     except ImportError:
@@ -154,7 +157,7 @@ def _run(app: Conveyor, main: Callable[[], Coroutine[None, None, None]]) -> int:
         await _abandon_stragglers()
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=_loop_factory(app.database_url)) as runner:
             runner.run(guarded())
     finally:
         app.close()

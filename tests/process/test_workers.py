@@ -145,13 +145,13 @@ def test_sigterm_hands_back_a_running_sync_job_only_after_its_process_is_gone(wo
     assert back.run_at > back.updated_at, "runnable only after a grace period"
 
 
-def test_workers_run_on_uvloop_where_it_is_installed(workers, producer):
+def test_sqlite_workers_run_on_uvloop_where_it_is_installed(workers, producer, store_url):
     try:
         import uvloop  # noqa: F401
     except ImportError:
         expected = "asyncio"
     else:
-        expected = "uvloop"
+        expected = "uvloop" if store_url.startswith("sqlite") else "asyncio"
     job = producer.enqueue("loop_kind")
     workers.start("--workers", "1", *FAST)
     wait_until(
