@@ -523,11 +523,11 @@ class Chaos:
                         f"after the next run started {next_start:.6f}"
                     )
                 w = signalled.get(pid)
+                outage = any(
+                    start <= e and next_start >= b and e - b > self.cfg.lease
+                    for b, e in self.restart_windows
+                )
                 if w is None or w.signalled_at > next_start:
-                    outage = any(
-                        start <= e and next_start >= b and e - b > self.cfg.lease
-                        for b, e in self.restart_windows
-                    )
                     causes.add("outage" if outage else "none")
                 elif w.fate == "killed":
                     causes.add("kill")
@@ -535,7 +535,10 @@ class Chaos:
                     # shutdown cut it short: handed back, or (release failed) lease expired
                     causes.add("handback")
                 else:
-                    causes.add("none")
+                    # SIGTERMed after the run finished, while the database was down for
+                    # longer than the lease: the outcome could not be written in time and the
+                    # job was recovered (G5 c)
+                    causes.add("outage" if outage else "none")
             if "none" in causes:
                 unattributed.append((seq, starts))
             elif "kill" in causes:
