@@ -256,14 +256,11 @@ class WorkerPool:
             except Exception as exc:
                 log.warning("heartbeat failed for %d jobs: %s", len(refs), exc)
                 continue
+            renewed_until = asked + self.config.lease
             for ref in refs:
                 running = self._running.get(ref.job_id)
-                if (
-                    ref.job_id not in lost
-                    and running is not None
-                    and running.job.attempts == ref.attempt
-                ):
-                    running.held_until = max(running.held_until, asked + self.config.lease)
+                if running is not None and ref.job_id not in lost:
+                    running.held_until = max(running.held_until, renewed_until)
             for job_id in lost:
                 self._lease_lost(job_id)
 

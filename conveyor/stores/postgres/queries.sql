@@ -44,12 +44,11 @@ FROM inserted
 -- unique_key] rows: one parameter that the client encodes in C and the server parses once
 -- (as jsonb, whose fields are then read without parsing the row's text again), where seven
 -- arrays would be escaped element by element. The sequence is looked up once, not per row.
--- Ids are drawn from the sequence
--- per input row first, so each inserted row joins back to its input position (RETURNING
--- order is not guaranteed). Only what the database decides comes back (id and times): the
--- store knows the rest. Rows whose unique_key is held come back with a NULL id; the store
--- then reads their holder. ON CONFLICT DO NOTHING also skips a later row whose key an
--- earlier row of the same batch took, as sequential inserts would.
+-- Ids are drawn from it per input row first, so each inserted row joins back to its input
+-- position (RETURNING order is not guaranteed). Only what the database decides comes back
+-- (id and times): the store knows the rest. Rows whose unique_key is held come back with a
+-- NULL id; the store then reads their holder. ON CONFLICT DO NOTHING also skips a later row
+-- whose key an earlier row of the same batch took, as sequential inserts would.
 WITH input AS MATERIALIZED (
     SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass) AS id,
            row ->> 0                  AS type,
