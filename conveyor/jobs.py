@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TypeAlias
+from typing import TypeAlias, cast
+
+from conveyor import jsontext
 
 JSONValue: TypeAlias = (
     bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
@@ -38,9 +39,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+# Job and NewJob are built once per job on every enqueue and claim, so they are plain
+# (not frozen) dataclasses: a frozen one's __init__ sets each field through
+# object.__setattr__: 3.1 against 0.7 µs for the 17 fields of a Job.
+@dataclass(slots=True)
 class Job:
-    """A job as stored (SPEC §1). `status` is a str enum, so `job.status == "done"` holds."""
+    """A job as stored (SPEC §1): a snapshot, so changing it changes nothing in the store.
+    `status` is a str enum, so `job.status == "done"` holds."""
 
     id: int
     type: str
@@ -92,7 +97,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewJob:
     """A validated job to insert. `payload_json` is the payload already encoded as JSON text."""
 
@@ -104,14 +109,15 @@ class NewJob:
     run_at: datetime | None = None  # None: now, by the store's clock
     unique_key: str | None = None
 
-    def as_inserted(self, id: int, *, run_at: datetime, at: datetime) -> Job:
+    def as_inserted(self, id: int, *, run_at: datetime, at: datetime, payload: JSONValue) -> Job:
         """The pending Job this insert produced: the store read back only what the
-        database chose (the id, run_at when it was "now", the creation time)."""
+        database chose (the id, run_at when it was "now", the creation time); `payload`
+        is `payload_json` decoded (see `decode_payloads`)."""
         return Job(
             id=id,
             type=self.type,
             queue=self.queue,
-            payload=json.loads(self.payload_json),
+            payload=payload,
             priority=self.priority,
             status=JobStatus.PENDING,
             attempts=0,
@@ -126,6 +132,15 @@ class NewJob:
             started_at=None,
             finished_at=None,
         )
+
+
+def decode_payloads(jobs: Sequence[NewJob]) -> list[JSONValue]:
+    """The jobs' payloads decoded, as the Jobs an insert returns carry them: one parse for
+    the whole batch, a third of the cost of one parse per job."""
+    if len(jobs) == 1:
+        return [cast(JSONValue, jsontext.loads(jobs[0].payload_json))]
+    batch = "[" + ",".join([job.payload_json for job in jobs]) + "]"
+    return cast(list[JSONValue], jsontext.loads(batch))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import cast
 
+from conveyor import jsontext
 from conveyor.errors import InvalidJob
 from conveyor.jobs import JSONValue
 
@@ -17,15 +17,6 @@ MAX_DEPTH = 100
 
 class ResultError(ValueError):
     """A task's return value cannot be stored (not JSON, too large, NUL characters)."""
-
-
-# allow_nan=False: NaN/Infinity are not JSON and PostgreSQL's jsonb refuses them. One
-# encoder for every call: json.dumps with options builds a new one each time.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _encode(value: object) -> str:
-    return _ENCODER.encode(value)
 
 
 def _depth(text: str) -> int:
@@ -71,11 +62,13 @@ def _check_text(text: str, what: str, limit: int, error: type[ValueError]) -> No
 def encode_payload(payload: object) -> str:
     """Payload → JSON text; InvalidJob when it is not JSON-serialisable or too large."""
     try:
-        text = _encode(payload)
+        text = jsontext.dumps(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from None
     except RecursionError:
-        raise InvalidJob(f"payload is nested more than {MAX_DEPTH} levels deep") from None
+        raise InvalidJob(
+            f"payload is nested more than {MAX_DEPTH} levels deep (or contains itself)"
+        ) from None
     _check_text(text, "payload", MAX_PAYLOAD_BYTES, InvalidJob)
     return text
 
@@ -83,11 +76,13 @@ def encode_payload(payload: object) -> str:
 def encode_result(result: object) -> str:
     """A task's return value → JSON text; ResultError when it cannot be stored."""
     try:
-        text = _encode(result)
+        text = jsontext.dumps(result)
     except (TypeError, ValueError) as exc:
         raise ResultError(f"result is not JSON-serialisable: {exc}") from None
     except RecursionError:
-        raise ResultError("result is not JSON-serialisable: nesting too deep") from None
+        raise ResultError(
+            "result is not JSON-serialisable: nested too deep (or contains itself)"
+        ) from None
     _check_text(text, "result", MAX_RESULT_BYTES, ResultError)
     return text
 
@@ -95,4 +90,4 @@ def encode_result(result: object) -> str:
 def decode(text: str | bytes | None) -> JSONValue:
     if text is None:
         return None
-    return cast(JSONValue, json.loads(text))
+    return cast(JSONValue, jsontext.loads(text))

@@ -57,10 +57,16 @@ def test_delay_sets_run_at_in_the_future(store):
 
 
 def test_enqueue_many_returns_jobs_in_input_order(store):
-    jobs = [new_job("t", i, priority=i % 3) for i in range(50)]
+    jobs = [
+        new_job("t", i, priority=i % 3, queue=f"q{i % 4}", delay=60 if i % 5 == 0 else None)
+        for i in range(50)
+    ]
     results = store.enqueue_many(jobs)
     assert [r.job.payload for r in results] == list(range(50))
     assert all(r.created for r in results)
+    # each returned Job is the row the store holds under its id
+    for result in results:
+        assert store.get_job(result.job.id) == result.job
     assert len(store.list_jobs(JobFilter(limit=1000))) == 50
 
 

@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from conveyor import jsontext
 from conveyor.errors import StoreUnavailable
 
 T = TypeVar("T")
@@ -136,6 +138,7 @@ class Connections:
                 reconnect_timeout=self._connect_timeout * 2,
                 name=self._name,
                 kwargs={"autocommit": True},
+                configure=_configure,
                 open=False,
             )
             try:
@@ -155,3 +158,9 @@ class Connections:
         # Closing waits for the pool's worker threads (maybe mid-connect): not on the
         # caller's time.
         threading.Thread(target=pool.close, name="conveyor-pool-close", daemon=True).start()
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Per new connection: jsonb columns are parsed by Conveyor's JSON reader (the same
+    values as json.loads, without its per-call overhead: a payload is read per claim)."""
+    set_json_loads(jsontext.loads, conn)

@@ -38,6 +38,26 @@ WITH inserted AS (
 SELECT inserted.*, pg_notify('conveyor_jobs', inserted.queue) AS woke
 FROM inserted
 
+-- name: enqueue_many_unkeyed
+-- The common batch: no row carries a unique_key, so no row can conflict and the insert
+-- needs neither ON CONFLICT (a speculative insertion per row) nor ids drawn ahead to match
+-- rows back: ids are drawn in input order, so the store sorts the returned rows by id.
+-- One notification per queue that got jobs. Same batch format as enqueue_many below.
+WITH inserted AS (
+    INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at,
+                      created_at, updated_at)
+    SELECT row ->> 0, row ->> 1, (row ->> 2)::jsonb, (row ->> 3)::smallint,
+           (row ->> 4)::integer, coalesce((row ->> 5)::timestamptz, now()), now(), now()
+    FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
+    ORDER BY ord
+    RETURNING id, queue, run_at, created_at
+),
+woken AS (
+    SELECT pg_notify('conveyor_jobs', queue) FROM (SELECT DISTINCT queue FROM inserted) AS q
+)
+SELECT id, run_at, created_at, (SELECT count(*) FROM woken) AS queues_woken
+FROM inserted
+
 -- name: enqueue_many
 -- Insert a batch in one statement, in input order, and wake listeners. The batch arrives as
 -- one JSON array of [type, queue, payload JSON text, priority, max_attempts, run_at,

@@ -3,17 +3,17 @@ with NOTIFY in the enqueueing transaction, and keeps two small bounded connectio
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row, tuple_row
 
+from conveyor import jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
     EnqueueResult,
@@ -24,6 +24,7 @@ from conveyor.jobs import (
     LeaseRef,
     NewJob,
     RecoveryResult,
+    decode_payloads,
 )
 from conveyor.stores import sqlfile
 from conveyor.stores.base import Notifier, Store
@@ -286,7 +287,8 @@ class PostgresStore(Store):
         query = Q["finish_and_claim_from_queues" if queues else "finish_and_claim"]
         run = self._run if queues else self._run_runtime
         rows = run(lambda cur: cur.execute(query, params).fetchall())
-        applied = {job_id: JobStatus(status) for job_id, status in json.loads(rows[0]["finished"])}
+        finished = cast(list[list[Any]], jsontext.loads(rows[0]["finished"]))
+        applied = {job_id: JobStatus(status) for job_id, status in finished}
         return applied, _claimed([row for row in rows if row["id"] is not None])
 
     def heartbeat(
@@ -440,7 +442,7 @@ def _outcomes(finishes: Sequence[Finish]) -> dict[str, object]:
         ]
         for fin in batch
     ]
-    return {"outcomes": json.dumps(rows), "ids": [fin.ref.job_id for fin in batch]}
+    return {"outcomes": jsontext.dumps(rows), "ids": [fin.ref.job_id for fin in batch]}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -472,7 +474,7 @@ def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
 
 
 def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
-    rows = json.dumps(
+    rows = jsontext.dumps(
         [
             [
                 job.type,
@@ -486,19 +488,26 @@ def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
             for job in jobs
         ]
     )
+    keyed = any(job.unique_key is not None for job in jobs)
     # Plain tuples: a dict per row costs more than the rest of reading the batch back.
     with cur.connection.cursor(row_factory=tuple_row) as plain:
-        inserted = plain.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
+        if keyed:
+            inserted = plain.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
+        else:
+            inserted = sorted(plain.execute(Q["enqueue_many_unkeyed"], {"rows": rows}).fetchall())
     results: list[EnqueueResult] = []
+    payloads = decode_payloads(jobs)
     # One statement, one now(): most rows share their times, so convert each value once.
     utc: dict[datetime, datetime] = {}
-    for job, (job_id, run_at, created_at, _) in zip(jobs, inserted, strict=True):
+    for job, payload, (job_id, run_at, created_at, _) in zip(jobs, payloads, inserted, strict=True):
         if job_id is not None:
             if run_at not in utc:
                 utc[run_at] = _utc(run_at)
             if created_at not in utc:
                 utc[created_at] = _utc(created_at)
-            inserted_job = job.as_inserted(job_id, run_at=utc[run_at], at=utc[created_at])
+            inserted_job = job.as_inserted(
+                job_id, run_at=utc[run_at], at=utc[created_at], payload=payload
+            )
             results.append(EnqueueResult(inserted_job, created=True))
             continue
         # Its key is held (by an older job, or by an earlier row of this batch): a second

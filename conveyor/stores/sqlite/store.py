@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -12,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from conveyor import jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
     EnqueueResult,
@@ -19,9 +19,11 @@ from conveyor.jobs import (
     Job,
     JobFilter,
     JobStatus,
+    JSONValue,
     LeaseRef,
     NewJob,
     RecoveryResult,
+    decode_payloads,
 )
 from conveyor.payloads import decode
 from conveyor.stores import sqlfile
@@ -225,26 +227,33 @@ class SqliteStore(Store):
 
     # -- producers -----------------------------------------------------------------------
     def enqueue(self, job: NewJob, *, connection: object | None = None) -> EnqueueResult:
+        payload = decode(job.payload_json)
         if connection is not None:
             if not isinstance(connection, sqlite3.Connection):
                 raise TypeError("connection must be a sqlite3.Connection for a SQLite store")
-            return self._insert(connection, job, _now_us(None))
+            return self._insert(connection, job, _now_us(None), payload)
         if job.unique_key is not None:
             with self._write() as conn:  # insert-or-read-holder must be one transaction
-                return self._insert(conn, job, _now_us(None))
+                return self._insert(conn, job, _now_us(None), payload)
         conn = self._conn()
         with self._write_lock:
             try:
-                return self._insert(conn, job, _now_us(None))
+                return self._insert(conn, job, _now_us(None), payload)
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite write failed: {exc}") from None
 
     def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         now = _now_us(None)
+        payloads = decode_payloads(jobs)
         with self._write() as conn:
-            return [self._insert(conn, job, now) for job in jobs]
+            return [
+                self._insert(conn, job, now, payload)
+                for job, payload in zip(jobs, payloads, strict=True)
+            ]
 
-    def _insert(self, conn: sqlite3.Connection, job: NewJob, now: int) -> EnqueueResult:
+    def _insert(
+        self, conn: sqlite3.Connection, job: NewJob, now: int, payload: JSONValue
+    ) -> EnqueueResult:
         run_at = to_us(job.run_at) if job.run_at is not None else now
         row = conn.execute(
             Q["enqueue"],
@@ -269,7 +278,8 @@ class SqliteStore(Store):
         assert created is not None
         run_at_dt = from_us(run_at)
         assert run_at_dt is not None
-        return EnqueueResult(job.as_inserted(row[0], run_at=run_at_dt, at=created), created=True)
+        inserted = job.as_inserted(row[0], run_at=run_at_dt, at=created, payload=payload)
+        return EnqueueResult(inserted, created=True)
 
     # -- workers -------------------------------------------------------------------------
     def claim(
@@ -429,7 +439,7 @@ def _claim_params(
         "now": now_us,
         "lease_until": now_us + int(lease.total_seconds() * 1_000_000),
         "limit": limit,
-        "queues": json.dumps(list(queues)) if queues else None,
+        "queues": jsontext.dumps(list(queues)) if queues else None,
     }
 
 
