@@ -75,6 +75,8 @@ def encode_payload(payload: object) -> str:
 
 def encode_result(result: object) -> str:
     """A task's return value → JSON text; ResultError when it cannot be stored."""
+    if result is None:  # most tasks return nothing
+        return "null"
     try:
         text = jsontext.dumps(result)
     except (TypeError, ValueError) as exc:

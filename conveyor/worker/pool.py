@@ -196,12 +196,17 @@ class WorkerPool:
     async def _run_job(self, job: Job, slot: str) -> None:
         started = time.monotonic()
         wait = max(0.0, (utcnow() - job.run_at).total_seconds())
-        log.info(
-            "processing",
-            extra=job_fields(
-                worker=slot, job=job.id, type=job.type, priority=job.priority, attempt=job.attempts
-            ),
-        )
+        if log.isEnabledFor(logging.INFO):  # the fields cost more than a no-op job itself
+            log.info(
+                "processing",
+                extra=job_fields(
+                    worker=slot,
+                    job=job.id,
+                    type=job.type,
+                    priority=job.priority,
+                    attempt=job.attempts,
+                ),
+            )
         try:
             outcome = await self._executor.run(job)
         except asyncio.CancelledError:
