@@ -87,8 +87,12 @@ def test_results_that_cannot_be_stored():
 
 
 def test_sqlfile_parses_named_blocks():
-    queries = sqlfile.parse("-- header\n-- name: a\n-- doc\nSELECT 1;\n\n-- name: b\nSELECT 2\n")
-    assert dict(queries) == {"a": "-- doc\nSELECT 1", "b": "SELECT 2"}
+    queries = sqlfile.parse(
+        "-- header\n-- name: a\n-- doc\nSELECT 1,\n\n  -- why\n  2 -- two\nFROM t;\n"
+        "-- name: b\nSELECT 2\n"
+    )
+    # comment-only and blank lines stay in the file; a comment after code stays with it
+    assert dict(queries) == {"a": "SELECT 1,\n  2 -- two\nFROM t", "b": "SELECT 2"}
     with pytest.raises(ValueError, match="twice"):
         sqlfile.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
 
@@ -100,6 +104,16 @@ def test_sqlfile_blocks_include_shared_fragments():
     assert queries["q"] == "WITH x AS (SELECT id FROM t) TABLE x"
     with pytest.raises(ValueError, match="unknown or nested fragment"):
         sqlfile.parse("-- name: q\nSELECT {{missing}}\n")
+
+
+def test_postgres_statements_fit_the_drivers_statement_cache():
+    # psycopg parses a statement's placeholders once and caches the result, but only for
+    # statements up to this size; a longer one is parsed again on every call (a claim!).
+    import psycopg._queries
+
+    limit = getattr(psycopg._queries, "MAX_CACHED_STATEMENT_LENGTH", 4096)
+    for name, query in sqlfile.load("conveyor.stores.postgres").items():
+        assert len(query.encode()) <= limit, name
 
 
 def test_every_store_defines_the_same_worker_queries():
