@@ -41,8 +41,11 @@ FROM inserted
 -- name: enqueue_many_unkeyed
 -- The common batch: no row carries a unique_key, so no row can conflict and the insert
 -- needs neither ON CONFLICT (a speculative insertion per row) nor ids drawn ahead to match
--- rows back: ids are drawn in input order, so the store sorts the returned rows by id.
--- One notification per queue that got jobs. Same batch format as enqueue_many below.
+-- rows back: ids are drawn in input order, so the store sorts the returned ids. One more
+-- row, without an id, carries now(): the creation time of every row (the transaction's
+-- start), and the run_at of rows that gave none. Reading 10,000 timestamps back cost the
+-- client more than reading the ids. One notification per queue that got jobs. Same batch
+-- format as enqueue_many below.
 WITH inserted AS (
     INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at,
                       created_at, updated_at)
@@ -50,13 +53,14 @@ WITH inserted AS (
            (row ->> 4)::integer, coalesce((row ->> 5)::timestamptz, now()), now(), now()
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
     ORDER BY ord
-    RETURNING id, queue, run_at, created_at
+    RETURNING id, queue
 ),
 woken AS (
     SELECT pg_notify('conveyor_jobs', queue) FROM (SELECT DISTINCT queue FROM inserted) AS q
 )
-SELECT id, run_at, created_at, (SELECT count(*) FROM woken) AS queues_woken
-FROM inserted
+SELECT id, NULL::timestamptz AS created_at FROM inserted
+UNION ALL
+SELECT NULL, now() FROM (SELECT count(*) FROM woken) AS notified
 
 -- name: enqueue_many
 -- Insert a batch in one statement, in input order, and wake listeners. The batch arrives as

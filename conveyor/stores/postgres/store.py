@@ -21,6 +21,7 @@ from conveyor.jobs import (
     Job,
     JobFilter,
     JobStatus,
+    JSONValue,
     LeaseRef,
     NewJob,
     RecoveryResult,
@@ -488,15 +489,33 @@ def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
             for job in jobs
         ]
     )
-    keyed = any(job.unique_key is not None for job in jobs)
     # Plain tuples: a dict per row costs more than the rest of reading the batch back.
     with cur.connection.cursor(row_factory=tuple_row) as plain:
-        if keyed:
+        if any(job.unique_key is not None for job in jobs):
             inserted = plain.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
-        else:
-            inserted = sorted(plain.execute(Q["enqueue_many_unkeyed"], {"rows": rows}).fetchall())
-    results: list[EnqueueResult] = []
+            return _keyed_results(cur, jobs, decode_payloads(jobs), inserted)
+        returned = plain.execute(Q["enqueue_many_unkeyed"], {"rows": rows}).fetchall()
     payloads = decode_payloads(jobs)
+    created_at = _utc(next(at for job_id, at in returned if job_id is None))
+    ids = sorted(job_id for job_id, _ in returned if job_id is not None)
+    return [
+        EnqueueResult(
+            job.as_inserted(
+                job_id,
+                run_at=created_at if job.run_at is None else _utc(job.run_at),
+                at=created_at,
+                payload=payload,
+            ),
+            created=True,
+        )
+        for job, payload, job_id in zip(jobs, payloads, ids, strict=True)
+    ]
+
+
+def _keyed_results(
+    cur: Cursor, jobs: Sequence[NewJob], payloads: list[JSONValue], inserted: list[tuple[Any, ...]]
+) -> list[EnqueueResult]:
+    results: list[EnqueueResult] = []
     # One statement, one now(): most rows share their times, so convert each value once.
     utc: dict[datetime, datetime] = {}
     for job, payload, (job_id, run_at, created_at, _) in zip(jobs, payloads, inserted, strict=True):
