@@ -25,7 +25,9 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(na
 
 -- name: enqueue
 -- Insert one pending job and wake listeners; no row when an unfinished job holds its unique_key
--- (then nobody is woken either).
+-- (then nobody is woken either). Only what the database chose comes back (the id, run_at
+-- when it was "now", the creation time): the store knows the rest, and reading the whole row
+-- back cost a tenth of the call.
 WITH inserted AS (
     INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
                       created_at, updated_at)
@@ -33,9 +35,10 @@ WITH inserted AS (
             coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text, now(), now())
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
-    RETURNING *
+    RETURNING id, queue, run_at, created_at
 )
-SELECT inserted.*, pg_notify('conveyor_jobs', inserted.queue) AS woke
+SELECT inserted.id, inserted.run_at, inserted.created_at,
+       pg_notify('conveyor_jobs', inserted.queue) AS woke
 FROM inserted
 
 -- name: enqueue_many_unkeyed

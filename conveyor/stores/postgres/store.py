@@ -467,7 +467,11 @@ def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
     for _ in range(3):
         row = cur.execute(Q["enqueue"], params).fetchone()
         if row is not None:
-            return EnqueueResult(row_to_job(row), created=True)
+            created_at = _utc(row["created_at"])
+            run_at = created_at if job.run_at is None else _utc(row["run_at"])
+            [payload] = decode_payloads([job])
+            inserted = job.as_inserted(row["id"], run_at=run_at, at=created_at, payload=payload)
+            return EnqueueResult(inserted, created=True)
         holder = _holder(cur, job)
         if holder is not None:
             return EnqueueResult(holder, created=False)
