@@ -1,13 +1,21 @@
-"""Bearer-token check (API_TOKEN), as ASGI middleware in front of everything else.
+"""API_TOKEN check, as ASGI middleware in front of everything else.
 
 Being middleware rather than a route dependency, it answers 401 before the body is read
 or validated, and covers every path (/docs, /openapi.json, the dashboard, unknown paths)
 except the probes in PUBLIC_PATHS. The token is compared in constant time and never logged.
+
+Clients send `Authorization: Bearer <token>` (SPEC §4). A browser cannot add that header to
+a page it navigates to, so the token is also accepted as the password of HTTP Basic
+credentials (any user name), and a 401 for a request that accepts HTML asks for Basic
+credentials: the browser's own login prompt then opens the dashboard and /docs, and sends
+the credentials again with the page's own requests.
 """
 
 from __future__ import annotations
 
+import binascii
 import hmac
+from base64 import b64decode
 
 from fastapi.security import HTTPBearer
 from starlette.responses import JSONResponse
@@ -20,14 +28,32 @@ bearer_scheme = HTTPBearer(auto_error=False, description="API_TOKEN, when the se
 
 
 def token_matches(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
-    """True when an `Authorization: Bearer <token>` header carries exactly `token`."""
+    """True when an `Authorization` header carries exactly `token`: as a bearer token, or
+    as the password of Basic credentials."""
     for name, value in headers:
         if name.lower() != b"authorization":
             continue
         scheme, _, credentials = value.strip().partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token):
+        scheme = scheme.lower()
+        if scheme == b"bearer" and hmac.compare_digest(credentials.strip(), token):
+            return True
+        if scheme == b"basic" and hmac.compare_digest(_basic_password(credentials), token):
             return True
     return False
+
+
+def _basic_password(credentials: bytes) -> bytes:
+    """The password of Basic credentials (base64 of `user:password`); b"" when malformed."""
+    try:
+        decoded = b64decode(credentials.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+    _user, colon, password = decoded.partition(b":")
+    return password if colon else b""
+
+
+def _wants_html(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"accept" and b"text/html" in value for name, value in headers)
 
 
 class BearerAuthMiddleware:
@@ -43,9 +69,14 @@ class BearerAuthMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        # A browser shows its login prompt for a Basic challenge (any user name, the token
+        # as password); API clients are told to send the bearer token.
+        challenge = (
+            'Basic realm="Conveyor", charset="UTF-8"' if _wants_html(scope["headers"]) else "Bearer"
+        )
         response = JSONResponse(
-            {"detail": "missing or invalid bearer token"},
+            {"detail": "missing or invalid API token (Authorization: Bearer <API_TOKEN>)"},
             status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
+            headers={"WWW-Authenticate": challenge},
         )
         await response(scope, receive, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterator
 
@@ -227,6 +228,30 @@ def test_token_is_required_everywhere_but_the_probes(secured, count_jobs, method
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
     assert count_jobs() == 0
+
+
+def _basic(user: str, password: str) -> dict[str, bytes]:
+    return {"Authorization": b"Basic " + base64.b64encode(f"{user}:{password}".encode())}
+
+
+def test_a_browser_is_asked_for_the_token_as_a_basic_password(secured):
+    with secured.client() as client:
+        page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        assert page.status_code == 401
+        assert page.headers["www-authenticate"] == 'Basic realm="Conveyor", charset="UTF-8"'
+        for path in ("/", "/docs", "/jobs", "/metrics"):
+            assert client.get(path, headers=_basic("anyone", TOKEN)).status_code == 200, path
+        assert client.get("/", headers=_basic("", TOKEN)).status_code == 200
+        refused = [
+            _basic("anyone", "wrong"),
+            _basic(TOKEN, ""),  # the token is the password, not the user name
+            _basic("anyone", TOKEN + "x"),
+            {"Authorization": b"Basic !!not-base64!!"},
+            {"Authorization": b"Basic " + base64.b64encode(TOKEN.encode())},  # no colon
+            {"Authorization": b"Basic " + base64.b64encode(b"u:\xff\xfe")},
+        ]
+        for headers in refused:
+            assert client.get("/jobs", headers=headers).status_code == 401, headers
 
 
 def test_right_token_is_accepted(secured, caplog):
