@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __doc__ as conveyor_doc
@@ -35,6 +36,8 @@ from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.api")
 
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's scripts and styles
+
 # Statuses of the errors Conveyor raises on purpose. Any other ConveyorError (a
 # configuration problem found at request time) means this node cannot serve: 503.
 _STATUS: list[tuple[type[ConveyorError], int]] = [
@@ -46,11 +49,15 @@ _STATUS: list[tuple[type[ConveyorError], int]] = [
 
 def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> FastAPI:
     """The HTTP API over `conveyor`, sharing `metrics` with this process's worker pool."""
-    api = FastAPI(
+    # FastAPI's /docs and /redoc load their scripts from a CDN: blank pages on a network
+    # without internet access, where job queues often run. fastapi-offline serves the same
+    # pages with the scripts from this process (behind the same token as the rest).
+    api = FastAPIOffline(
         title="Conveyor",
         summary=conveyor_doc,
         version=_version(),
         description="Enqueue, inspect and act on jobs. JSON in and out.",
+        static_url=DOCS_ASSETS,
     )
     exporter = PrometheusExporter(conveyor, metrics)
     # With a token, OpenAPI declares the bearer scheme (the middleware enforces it).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -162,6 +163,22 @@ def test_openapi_and_docs(client):
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
     assert "/openapi.json" in docs.text
+
+
+def test_docs_page_needs_no_internet(client):
+    # Swagger UI's script and stylesheet come from this server, not from a CDN
+    page = client.get("/docs").text
+    assert "cdn." not in page and "https://" not in page
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page)
+    assert {a.rsplit("/", 1)[1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    redoc = client.get("/redoc").text
+    assert "cdn." not in redoc and "https://" not in redoc
+    assets += re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', redoc)
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.content) > 100, asset
+    assert client.get("/docs/assets/no-such-file.js").status_code == 404
 
 
 def test_dashboard(client):
