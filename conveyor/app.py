@@ -220,7 +220,8 @@ class Conveyor:
         # only their own payload. Half the validation time of a 10,000-job batch.
         by_type: dict[str, NewJob] = {}
         for index, item in enumerate(items):
-            if type(item) is dict and len(item) == 2 and "payload" in item:
+            plain = type(item) is dict and len(item) == 2 and "payload" in item
+            if plain:
                 kind = item.get("type")
                 first = by_type.get(kind) if type(kind) is str else None
                 if first is not None:
@@ -251,7 +252,7 @@ class Conveyor:
             except (InvalidJob, UnknownTask) as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from None
             jobs.append(job)
-            if type(item) is dict and len(item) == 2 and "payload" in item:
+            if plain:
                 by_type[job.type] = job
         return jobs
 

@@ -284,8 +284,7 @@ class WorkerPool:
 
     def _lease_expiring(self, job_id: int, running: _Running) -> None:
         running.stopping = True
-        task = self.app.tasks.get(running.job.type)
-        if task is not None and not task.is_async:
+        if self._on_a_thread(running):
             # A thread cannot be stopped: the job keeps its slot until its code returns.
             log.warning(
                 "lease could not be renewed and is about to expire; this sync job cannot be "
@@ -331,10 +330,14 @@ class WorkerPool:
                     self._notifier.wake_local()
 
     # -- shutdown ---------------------------------------------------------------------------
+    def _on_a_thread(self, running: _Running) -> bool:
+        """Whether the job's code runs on a thread (a sync task), which cannot be stopped."""
+        task = self.app.tasks.get(running.job.type)
+        return task is not None and not task.is_async
+
     def _stopped(self, running: _Running) -> bool:
         """Whether a cancelled job's code has certainly stopped: an async task that ended."""
-        task = self.app.tasks.get(running.job.type)
-        return running.task.done() and (task is None or task.is_async)
+        return running.task.done() and not self._on_a_thread(running)
 
     async def _drain(self) -> None:
         tasks = [r.task for r in self._running.values()]

@@ -27,6 +27,7 @@ from conveyor.jobs import (
     RecoveryResult,
     decode_payloads,
 )
+from conveyor.payloads import decode
 from conveyor.stores import sqlfile
 from conveyor.stores.base import Notifier, Store
 from conveyor.stores.postgres.connections import Connections, Cursor, first_line
@@ -469,7 +470,7 @@ def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
         if row is not None:
             created_at = _utc(row["created_at"])
             run_at = created_at if job.run_at is None else _utc(row["run_at"])
-            [payload] = decode_payloads([job])
+            payload = decode(job.payload_json)
             inserted = job.as_inserted(row["id"], run_at=run_at, at=created_at, payload=payload)
             return EnqueueResult(inserted, created=True)
         holder = _holder(cur, job)
@@ -493,13 +494,14 @@ def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
             for job in jobs
         ]
     )
+    keyed = any(job.unique_key is not None for job in jobs)
+    query = Q["enqueue_many" if keyed else "enqueue_many_unkeyed"]
     # Plain tuples: a dict per row costs more than the rest of reading the batch back.
     with cur.connection.cursor(row_factory=tuple_row) as plain:
-        if any(job.unique_key is not None for job in jobs):
-            inserted = plain.execute(Q["enqueue_many"], {"rows": rows}).fetchall()
-            return _keyed_results(cur, jobs, decode_payloads(jobs), inserted)
-        returned = plain.execute(Q["enqueue_many_unkeyed"], {"rows": rows}).fetchall()
+        returned = plain.execute(query, {"rows": rows}).fetchall()
     payloads = decode_payloads(jobs)
+    if keyed:
+        return _keyed_results(cur, jobs, payloads, returned)
     created_at = _utc(next(at for job_id, at in returned if job_id is None))
     ids = sorted(job_id for job_id, _ in returned if job_id is not None)
     return [
