@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
     port: int = Field(8080, ge=0, le=65_535, validation_alias=_env("PORT"))
     api_token: str | None = Field(None, validation_alias=_env("API_TOKEN"))
+    # None: unset (loopback names only on a loopback bind, any name otherwise); see
+    # conveyor/api/security.py's HostPolicy.
+    allowed_hosts: str | None = Field(None, validation_alias=_env("ALLOWED_HOSTS"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     max_attempts: int = Field(5, ge=1, le=1000, validation_alias=_env("MAX_ATTEMPTS"))

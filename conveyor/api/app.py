@@ -1,8 +1,20 @@
-"""create_app: the FastAPI application — routers, error mapping, auth and body limit.
+"""create_app: the FastAPI application — routers, error mapping and the middleware.
 
-Request path: BearerAuthMiddleware (401) → BodyLimitMiddleware (413) → FastAPI
-(422 on malformed input) → route → Conveyor / Store. Errors Conveyor raises on purpose
-map to statuses here, so none of them becomes a 500.
+Request path, outermost first; each middleware answers from the request line and headers
+(only the last two read the body), so a refused request never reaches a route:
+
+1. SecurityHeadersMiddleware: nosniff and no-framing headers on every response below.
+2. TrustedHostMiddleware (400): the Host header names this server (DNS rebinding).
+3. CrossSiteMiddleware (403): no state change from another site's page (CSRF).
+4. BearerAuthMiddleware (401): API_TOKEN, when set.
+5. BodyLimitMiddleware (413): at most MAX_BODY_BYTES, buffered.
+6. JsonBodyMiddleware (415): a state-changing request's body is JSON or empty.
+7. FastAPI (422 on malformed input) → route → Conveyor / Store.
+
+Host and cross-site checks come before authentication: a refused request is refused
+whatever credentials the browser attached, and never answered with a login prompt. The
+security middlewares are in api/security.py. Errors Conveyor raises on purpose map to
+statuses here, so none of them becomes a 500.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __doc__ as conveyor_doc
-from conveyor.api import auth, jobs, system
+from conveyor.api import auth, jobs, security, system
 from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.prometheus import PrometheusExporter
 from conveyor.app import Conveyor
@@ -48,7 +60,10 @@ _STATUS: list[tuple[type[ConveyorError], int]] = [
 
 
 def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> FastAPI:
-    """The HTTP API over `conveyor`, sharing `metrics` with this process's worker pool."""
+    """The HTTP API over `conveyor`, sharing `metrics` with this process's worker pool.
+    ConfigurationError for an empty API_TOKEN or a malformed ALLOWED_HOSTS."""
+    token = auth.configured_token(settings.api_token)
+    hosts = security.HostPolicy.from_settings(settings)
     # FastAPI's /docs and /redoc load their scripts from a CDN: blank pages on a network
     # without internet access, where job queues often run. fastapi-offline serves the same
     # pages with the scripts from this process (behind the same token as the rest).
@@ -61,17 +76,22 @@ def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> Fast
     )
     exporter = PrometheusExporter(conveyor, metrics)
     # With a token, OpenAPI declares the bearer scheme (the middleware enforces it).
-    secured = [Security(auth.bearer_scheme)] if settings.api_token else []
+    secured = [Security(auth.bearer_scheme)] if token else []
     api.include_router(jobs.router(conveyor), dependencies=secured)
     api.include_router(system.metrics_router(conveyor, metrics, exporter), dependencies=secured)
     api.include_router(system.probes_router(conveyor))
     api.include_router(dashboard.router(conveyor, metrics), dependencies=secured)
     _add_error_handlers(api)
     _document_task_types(api, conveyor)
-    # add_middleware puts each one outside the previous: auth runs first, then the limit.
+    # add_middleware puts each one outside the previous: listed innermost first, so
+    # requests meet them bottom-up (the order of the module docstring).
+    api.add_middleware(security.JsonBodyMiddleware)
     api.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if settings.api_token:
-        api.add_middleware(auth.BearerAuthMiddleware, token=settings.api_token)
+    if token:
+        api.add_middleware(auth.BearerAuthMiddleware, token=token)
+    api.add_middleware(security.CrossSiteMiddleware, token=token)
+    api.add_middleware(security.TrustedHostMiddleware, policy=hosts)
+    api.add_middleware(security.SecurityHeadersMiddleware)
     return api
 
 

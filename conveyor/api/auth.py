@@ -8,7 +8,8 @@ Clients send `Authorization: Bearer <token>` (SPEC §4). A browser cannot add th
 a page it navigates to, so the token is also accepted as the password of HTTP Basic
 credentials (any user name), and a 401 for a request that accepts HTML asks for Basic
 credentials: the browser's own login prompt then opens the dashboard and /docs, and sends
-the credentials again with the page's own requests.
+the credentials again with the page's own requests. Because the browser attaches them by
+itself, Basic credentials do not make a cross-site request acceptable (api/security.py).
 """
 
 from __future__ import annotations
@@ -21,15 +22,38 @@ from fastapi.security import HTTPBearer
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from conveyor.errors import ConfigurationError
+
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 # Declares the scheme in OpenAPI (the "Authorize" button of /docs); the middleware enforces it.
 bearer_scheme = HTTPBearer(auto_error=False, description="API_TOKEN, when the server sets one")
 
 
+def configured_token(value: str | None) -> str | None:
+    """API_TOKEN as the server uses it: None when unset. Set but empty (or blanks only) is
+    a ConfigurationError rather than "no authentication": `API_TOKEN=` in a .env or a
+    deployment whose secret did not resolve must not open the API to everyone."""
+    if value is not None and not value.strip():
+        raise ConfigurationError(
+            "API_TOKEN is set but empty: give it a value, or unset it to serve without a token"
+        )
+    return value
+
+
 def token_matches(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
     """True when an `Authorization` header carries exactly `token`: as a bearer token, or
     as the password of Basic credentials."""
+    return _matches(headers, token, basic=True)
+
+
+def bearer_matches(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
+    """True when an `Authorization: Bearer` header carries exactly `token`. Basic
+    credentials do not count: a browser attaches those to any request by itself."""
+    return _matches(headers, token, basic=False)
+
+
+def _matches(headers: list[tuple[bytes, bytes]], token: bytes, *, basic: bool) -> bool:
     for name, value in headers:
         if name.lower() != b"authorization":
             continue
@@ -37,7 +61,11 @@ def token_matches(headers: list[tuple[bytes, bytes]], token: bytes) -> bool:
         scheme = scheme.lower()
         if scheme == b"bearer" and hmac.compare_digest(credentials.strip(), token):
             return True
-        if scheme == b"basic" and hmac.compare_digest(_basic_password(credentials), token):
+        if (
+            basic
+            and scheme == b"basic"
+            and hmac.compare_digest(_basic_password(credentials), token)
+        ):
             return True
     return False
 

@@ -44,7 +44,7 @@ def router(conveyor: Conveyor) -> APIRouter:
         summary="Enqueue a job",
         responses={
             200: {"model": JobOut, "description": "an unfinished job already holds unique_key"},
-            **error_responses(401, 413, 422, 503),
+            **error_responses(401, 403, 413, 415, 422, 503),
         },
     )
     def enqueue(body: JobIn) -> JSONResponse:
@@ -60,7 +60,7 @@ def router(conveyor: Conveyor) -> APIRouter:
         response_model=JobsOut,
         status_code=201,
         summary="Enqueue many jobs, all or none",
-        responses=error_responses(401, 413, 422, 503),
+        responses=error_responses(401, 403, 413, 415, 422, 503),
     )
     def enqueue_batch(body: BatchIn) -> JSONResponse:
         """Validates every job first; one invalid job refuses the whole batch (422) and
@@ -102,22 +102,24 @@ def router(conveyor: Conveyor) -> APIRouter:
         "/{job_id}/cancel",
         response_model=JobOut,
         summary="Cancel a pending or processing job",
-        responses=error_responses(401, 404, 409, 422, 503),
+        responses=error_responses(401, 403, 404, 409, 415, 422, 503),
     )
     def cancel(job_id: JobId) -> JSONResponse:
         """409 when the job has already finished. A running job's worker learns of the
-        cancellation at its next heartbeat and stops it."""
+        cancellation at its next heartbeat and stops it; the run holds the job until then."""
         return _job(conveyor.store.cancel(job_id))
 
     @api.post(
         "/{job_id}/retry",
         response_model=JobOut,
         summary="Run a failed or cancelled job again",
-        responses=error_responses(401, 404, 409, 422, 503),
+        responses=error_responses(401, 403, 404, 409, 415, 422, 503),
     )
     def retry(job_id: JobId) -> JSONResponse:
         """Back to pending, runnable now; `attempts` is kept and `max_attempts` raised when
-        needed so at least one more attempt runs. 409 unless failed or cancelled."""
+        needed so at least one more attempt runs. 409 unless failed or cancelled. A job
+        cancelled while running starts again only once that run has stopped (or its lease
+        has expired, if its worker died): never two runs at once."""
         return _job(conveyor.store.retry(job_id))
 
     return api

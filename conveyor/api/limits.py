@@ -43,7 +43,7 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not more:
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, *, received: int, more: bool
@@ -72,7 +72,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A `receive` that yields the buffered body once, then the client's later messages."""
     sent = False
 

@@ -202,9 +202,12 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for the error statuses a route can answer with."""
     described = {
         401: "missing or wrong bearer token (when API_TOKEN is set)",
+        403: "a state change sent by another site's page (Origin / Sec-Fetch-Site); "
+        "allowed with a valid bearer token",
         404: "no job with that id",
         409: "the job's status does not allow this",
         413: "request body larger than MAX_BODY_BYTES",
+        415: "a request body that is not JSON (Content-Type: application/json)",
         422: "invalid input: malformed JSON, wrong types, out-of-range values, unknown type",
         503: "the store is unreachable",
     }

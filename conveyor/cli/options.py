@@ -80,6 +80,17 @@ Host = Annotated[
         "--host", help="HTTP bind address [env: HOST; default 127.0.0.1]", show_default=False
     ),
 ]
+AllowedHosts = Annotated[
+    str | None,
+    typer.Option(
+        "--allowed-hosts",
+        help="comma-separated names clients reach the API by, checked against the Host "
+        "header: jobs.example.com, .example.com (and subdomains), *.example.com (subdomains), "
+        "* (any); IP addresses and localhost are always accepted [env: ALLOWED_HOSTS; "
+        "default: loopback names only, any name when --host is not a loopback address]",
+        show_default=False,
+    ),
+]
 Port = Annotated[
     int | None,
     typer.Option("--port", help="HTTP port [env: PORT; default 8080]", show_default=False),

@@ -77,6 +77,7 @@ def serve(
     app: opt.AppSpec = None,
     host: opt.Host = None,
     port: opt.Port = None,
+    allowed_hosts: opt.AllowedHosts = None,
     workers: opt.Workers = None,
     fetch_interval: opt.FetchInterval = None,
     fetch_limit: opt.FetchLimit = None,
@@ -87,23 +88,34 @@ def serve(
     log_level: opt.LogLevel = None,
     max_attempts: opt.MaxAttempts = None,
 ) -> int:
-    """HTTP API + dashboard and a worker pool in one process (--workers 0: API only)."""
+    """HTTP API + dashboard and a worker pool in one process (--workers 0: API only).
+
+    Set API_TOKEN (environment or .env) to require `Authorization: Bearer <token>`; an
+    API_TOKEN that is set but empty is an error, not "no authentication". Without a token,
+    anyone who can reach the port can enqueue, cancel and retry jobs: the default --host
+    127.0.0.1 keeps the API on this machine.
+    """
+    from conveyor.api.auth import configured_token
+    from conveyor.api.security import HostPolicy
     from conveyor.process import run_serve
 
-    return run_serve(
-        settings_from(
-            database_url=database_url,
-            app=app,
-            host=host,
-            port=port,
-            workers=workers,
-            fetch_interval=fetch_interval,
-            fetch_limit=fetch_limit,
-            queues=queues,
-            lease=lease,
-            shutdown_timeout=shutdown_timeout,
-            log_format=log_format,
-            log_level=log_level,
-            max_attempts=max_attempts,
-        )
+    settings = settings_from(
+        database_url=database_url,
+        app=app,
+        host=host,
+        port=port,
+        allowed_hosts=allowed_hosts,
+        workers=workers,
+        fetch_interval=fetch_interval,
+        fetch_limit=fetch_limit,
+        queues=queues,
+        lease=lease,
+        shutdown_timeout=shutdown_timeout,
+        log_format=log_format,
+        log_level=log_level,
+        max_attempts=max_attempts,
     )
+    # Refuse a bad API_TOKEN or ALLOWED_HOSTS before the store is opened or migrated.
+    configured_token(settings.api_token)
+    HostPolicy.from_settings(settings)
+    return run_serve(settings)

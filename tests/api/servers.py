@@ -33,6 +33,7 @@ _SETTING_VARS = (
     "HOST",
     "PORT",
     "API_TOKEN",
+    "ALLOWED_HOSTS",
     "LOG_FORMAT",
     "LOG_LEVEL",
     "MAX_ATTEMPTS",
@@ -42,7 +43,12 @@ _SETTING_VARS = (
 
 def api_settings(**given: Any) -> Settings:
     """Settings from `given` and defaults only (no .env; what the API reads is all given)."""
-    values: dict[str, Any] = {"api_token": None, "max_body_bytes": 1024 * 1024, **given}
+    values: dict[str, Any] = {
+        "api_token": None,
+        "allowed_hosts": None,
+        "max_body_bytes": 1024 * 1024,
+        **given,
+    }
     return Settings(_env_file=None, **values)
 
 

@@ -120,9 +120,11 @@ def test_integral_floats_are_integers(client):
     assert (response.json()["priority"], response.json()["max_attempts"]) == (5, 2)
 
 
-def test_body_without_content_type_is_422(client, count_jobs):
+def test_body_without_content_type_is_415(client, count_jobs):
+    # a body must say it is JSON (a form or a bare fetch() body cannot): 415, not parsed
     response = client.post("/jobs", content=b'{"type": "reverse"}', headers={"Content-Type": ""})
-    assert response.status_code == 422
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
     assert count_jobs() == 0
 
 
