@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -17,29 +18,74 @@ def job_fields(**fields: Any) -> dict[str, Any]:
     return {"conveyor": fields}
 
 
+# What could end or rewrite a line of the log in a terminal or a log pipeline: C0 controls
+# (newline, carriage return, tab, escape, ...), DEL, C1 controls (NEL among them) and
+# Unicode's line and paragraph separators. A job's type, queue or error, a task's message,
+# a worker id: logged values can hold any of them, and a raw newline would let a value
+# forge a log line of its own.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """`text` on one line: each control character shown as an escape (\\n, \\r, \\t,
+    \\x1b, \\u2028, ...)."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _quote(text: str) -> str:
+    """`text` as a JSON string literal with every control character escaped (json.dumps
+    leaves DEL, C1 controls and U+2028/U+2029 as they are)."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
+
+
 def _text_value(key: str, value: Any) -> str:
     if key in ("duration", "retry_in") and isinstance(value, float):
         return f"{value:.3f}s" if value < 10 else f"{value:.1f}s"
+    if isinstance(value, int):  # ids, priorities, attempts: nothing to escape
+        return str(value)
     text = str(value)
-    if key == "error" or " " in text:
-        return json.dumps(text.splitlines()[0] if text else text, ensure_ascii=False)
+    if key == "error":  # the first line of a failure, the rest is in the job's last_error
+        return _quote(text.splitlines()[0] if text else text)
+    if " " in text or _CONTROL.search(text):
+        return _quote(text)
     return text
 
 
+def _indent(text: str) -> str:
+    """Multi-line text under a record (a traceback): each line indented and escaped, so
+    that none can pass for a record of its own, whatever an exception's message holds."""
+    return "\n".join("    " + escape(line) for line in text.split("\n"))
+
+
 class TextFormatter(logging.Formatter):
-    """`2026-11-24T16:30:00.123Z INFO [WORKER-1] processing job=123 type=payment attempt=1`"""
+    """`2026-11-24T16:30:00.123Z INFO [WORKER-1] processing job=123 type=payment attempt=1`
+
+    One record, one line: control characters in the message and in field values are shown
+    escaped (a value with spaces or control characters is quoted as a JSON string), and a
+    traceback follows on indented lines."""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         fields: dict[str, Any] | None = getattr(record, "conveyor", None)
-        message = record.getMessage()
+        message = escape(record.getMessage())
         if fields is not None:
-            parts = [f"[{fields['worker']}]", message] if "worker" in fields else [message]
+            parts = (
+                [f"[{escape(str(fields['worker']))}]", message] if "worker" in fields else [message]
+            )
             parts += [f"{k}={_text_value(k, fields[k])}" for k in _FIELDS if k in fields]
             message = " ".join(parts)
         line = f"{ts}Z {record.levelname} {message}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _indent(self.formatException(record.exc_info))
         return line
 
 

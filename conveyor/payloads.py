@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import cast
 
 from conveyor import jsontext
@@ -13,6 +14,11 @@ MAX_RESULT_BYTES = 1024 * 1024
 # Deeper JSON cannot be read back by every parser on the way (Python's json module recurses,
 # PostgreSQL's jsonb has its own limit): refuse it at the door, not at claim time.
 MAX_DEPTH = 100
+# A NUL in any string (or key) is written by the encoder as the escape \u0000. The text
+# \u0000 itself (a backslash, then u0000) is written with its backslash escaped: \\u0000.
+# So an escape stands for a NUL only when its backslash is not itself escaped, i.e. when an
+# even number of backslashes (none, or escaped pairs) comes before it.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class ResultError(ValueError):
@@ -46,7 +52,7 @@ def _check_text(text: str, what: str, limit: int, error: type[ValueError]) -> No
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
         raise error(f"{what} is nested more than {MAX_DEPTH} levels deep")
     # PostgreSQL cannot store NUL in text or jsonb; refuse it on both stores alike.
-    if "\\u0000" in text:
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):  # substring first: C-fast
         raise error(f"{what} contains a NUL character (\\u0000), which cannot be stored")
     if text.isascii():  # C-fast; only other text needs encoding to be sized and checked
         size = len(text)

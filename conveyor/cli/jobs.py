@@ -144,7 +144,8 @@ def show(job_id: JobId, database_url: opt.DatabaseUrl = None) -> None:
 
 @jobs_cli.command("retry")
 def retry(job_id: JobId, database_url: opt.DatabaseUrl = None) -> None:
-    """Put a failed or cancelled job back to pending, runnable now."""
+    """Put a failed or cancelled job back to pending, runnable now (a job cancelled while
+    running waits until that run has stopped)."""
     with _store(database_url) as store:
         print_job(store.retry(_existing_id(job_id)))
 
@@ -168,22 +169,43 @@ def stats(as_json: opt.Json = False, database_url: opt.DatabaseUrl = None) -> No
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The longest duration taken: 100 years of 365 days. Beyond any real retention, and `now`
+# minus it stays far inside what Python's datetime and both stores' timestamps hold
+# (PostgreSQL refused a cutoff before 4713 BC, Python's arithmetic overflowed past
+# timedelta's 999999999 days): one answer on both stores.
+MAX_DURATION_DAYS = 36500
+_MAX_SECONDS = MAX_DURATION_DAYS * 86400
 
 
 def parse_duration(text: str) -> timedelta:
-    """`7d`, `12h`, `30m`, `45s` or plain seconds."""
+    """`7d`, `12h`, `30m`, `45s`, `2w` or plain seconds, from 0 to 36500d (100 years)."""
     match = _DURATION.match(text.lower())
     if not match:
         raise ConveyorError(f"bad duration {text!r}: use e.g. 7d, 12h, 30m or 45s")
-    return timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if not seconds <= _MAX_SECONDS:  # also inf, from a number of 309 digits or more
+        raise ConveyorError(
+            f"duration {text.strip()!r} is out of range: at most {MAX_DURATION_DAYS}d (100 years)"
+        )
+    return timedelta(seconds=seconds)
 
 
 def prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="e.g. 7d, 12h")] = "7d",
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help=f"e.g. 7d, 12h, 30m, 45s; 0 to {MAX_DURATION_DAYS}d (100 years)"
+        ),
+    ] = "7d",
     database_url: opt.DatabaseUrl = None,
 ) -> None:
     """Delete finished jobs (done, failed, cancelled) past retention."""
-    age = parse_duration(older_than)
+    try:
+        age = parse_duration(older_than)
+    except ConveyorError as exc:
+        # A bad option value is a usage error: exit 2 as for other bad options, in one line.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     with _store(database_url) as store:
         deleted = store.prune(older_than=age)
     typer.echo(f"pruned {deleted} finished jobs older than {older_than}")

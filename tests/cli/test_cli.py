@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from conveyor.stores import sqlfile
 from tests.support.procs import CONVEYOR, ROOT
 
 
@@ -117,7 +118,8 @@ def test_bad_or_unreachable_database_url(url, fragment):
 def test_migrate_is_idempotent_and_dotenv_is_read(tmp_path):
     (tmp_path / ".env").write_text(f"DATABASE_URL=sqlite:///{tmp_path / 'env.db'}\n")
     first = run("migrate", cwd=tmp_path)
-    assert first.returncode == 0 and "to 1" in first.stdout
+    latest = sqlfile.migrations("conveyor.stores.sqlite")[-1][0]
+    assert first.returncode == 0 and f"to {latest}" in first.stdout
     second = run("migrate", cwd=tmp_path)
     assert second.returncode == 0 and "up to date" in second.stdout
     assert (tmp_path / "env.db").exists()
@@ -133,6 +135,27 @@ def test_seed_and_prune(sqlite_url):
     assert stats == {"queues": {"default": {"pending": 2500}}}
     pruned = run("prune", "--older-than", "0s", url=sqlite_url)
     assert pruned.returncode == 0 and "pruned 0" in pruned.stdout  # nothing finished yet
+
+
+def test_prune_durations_from_zero_to_100_years_and_one_line_exit_2_beyond(store_url):
+    job = json.loads(run("enqueue", "print", url=store_url).stdout)
+    assert run("jobs", "cancel", str(job["id"]), url=store_url).returncode == 0  # finished
+    run("enqueue", "print", url=store_url)  # (SQLite never prunes the newest job)
+    for duration in ("99999999999d", "9999999d", "36501d", "876001h", "1" * 400, "soon", "-1d"):
+        proc = run("prune", "--older-than", duration, url=store_url)
+        assert proc.returncode == 2, (duration, proc.stderr)
+        assert proc.stdout == ""
+        fragment = "bad duration" if duration in ("soon", "-1d") else "at most 36500d (100 years)"
+        assert_one_line_error(proc, fragment)
+        assert proc.stderr.startswith("error: "), proc.stderr
+    for duration in ("36500d", "876000h", "5214w", "7d", "12h", "1.5h", "90"):
+        proc = run("prune", "--older-than", duration, url=store_url)
+        assert proc.returncode == 0, (duration, proc.stderr)
+        assert proc.stdout.startswith("pruned 0 "), (duration, proc.stdout)
+    assert run("jobs", "show", str(job["id"]), url=store_url).returncode == 0, "kept so far"
+    pruned = run("prune", "--older-than", "0d", url=store_url)
+    assert (pruned.returncode, pruned.stdout) == (0, "pruned 1 finished jobs older than 0d\n")
+    assert run("prune", "--older-than", "0", url=store_url).stdout.startswith("pruned 0 ")
 
 
 def test_read_commands_on_a_database_without_schema(sqlite_url):

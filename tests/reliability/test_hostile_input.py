@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,8 @@ from conveyor import Conveyor
 from conveyor.errors import ConveyorError, InvalidJob
 from conveyor.jobs import JobFilter
 from tests.api.servers import ServeProcess
-from tests.support.procs import CONVEYOR, ROOT
+from tests.support.procs import CONVEYOR, ROOT, Workers
+from tests.support.wait import wait_until
 
 MIB = 1024 * 1024
 PRODUCER_APP = "tests.reliability.hostile_app:app"  # no tasks: any type is accepted
@@ -50,6 +53,8 @@ HOSTILE = [
     "tab\tnewline\ncarriage\rreturn",
     "  leading and trailing  ",
     "\x01\x1f\x7f control",
+    "\\u0000",  # the text of a NUL's JSON escape (backslash, u0000), not a NUL
+    "\\\\u0000\\",
 ]
 NAME_MAX, UNIQUE_KEY_MAX = 200, 255
 
@@ -237,7 +242,7 @@ def parallel(
 
 @pytest.mark.process
 def test_cli_stores_hostile_values_faithfully_and_never_runs_them_as_sql(store_url):
-    values = HOSTILE[:10] + ["日本語 ✓ émoji 🚀", "tab\tnewline\nreturn"]
+    values = HOSTILE[:10] + ["日本語 ✓ émoji 🚀", "tab\tnewline\nreturn", "\\u0000"]
     results = parallel(
         [
             ["enqueue", v, "--queue", v, "--unique-key", v, "--payload", json.dumps({v: [v]})]
@@ -340,6 +345,34 @@ def test_cli_job_ids_beyond_64_bits_are_absent_not_a_traceback(store_url, reques
         assert_refused(cli(store_url, *args), " ".join(args))
     listed = cli(store_url, "jobs", "list", "--before-id", huge)
     assert b"Traceback" not in listed.stderr, listed.stderr
+
+
+# -- a real worker's log ----------------------------------------------------------------------
+@pytest.mark.process
+def test_a_type_with_newlines_cannot_forge_a_line_in_a_workers_log(app, workers: Workers):
+    forged = "x\n2026-01-01T00:00:00.000Z INFO [WORKER-1] finished job=1 status=done\r"
+    bare = "y\n2026-01-01T00:00:00.000Z\rz"  # no space: was logged unquoted
+    jobs = [
+        app.enqueue(forged, {"m": "a\nb"}, queue="q\nq", max_attempts=1),
+        app.enqueue(bare, max_attempts=1),
+    ]
+    worker = workers.start("--workers", "1", "--fetch-interval", "0.2")
+    wait_until(
+        lambda: all((j := app.get_job(job.id)) and j.status == "failed" for job in jobs),
+        timeout=30,
+        message="the jobs of types the worker does not know failed",
+    )
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    log = workers.log(0)
+    lines = log.split("\n")
+    assert lines[-1] == "" and len(lines) > 3, log
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ")
+    assert all(stamp.match(line) for line in lines[:-1]), log
+    assert "\r" not in log
+    shown = '"x\\n2026-01-01T00:00:00.000Z INFO [WORKER-1] finished job=1 status=done\\r"'
+    assert f" processing job={jobs[0].id} type={shown} " in log, log
+    assert f' processing job={jobs[1].id} type="y\\n2026-01-01T00:00:00.000Z\\rz" ' in log, log
 
 
 # -- HTTP, through a real `conveyor serve` ---------------------------------------------------

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from conveyor import jsontext
 from conveyor.backoff import exponential_backoff
-from conveyor.cli.jobs import parse_duration
+from conveyor.cli.jobs import MAX_DURATION_DAYS, parse_duration
 from conveyor.errors import ConveyorError, InvalidJob
 from conveyor.payloads import ResultError, encode_payload, encode_result
 from conveyor.stores import sqlfile
@@ -86,6 +87,45 @@ def test_results_that_cannot_be_stored():
         encode_payload("x" * (2 * 1024 * 1024))
 
 
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+# Text that merely looks like the escape: a backslash then u0000 (JSON "\\u0000"), with more
+# backslashes before it, beside or inside other text, as keys.
+LOOKS_LIKE_NUL = [
+    "\\u0000",
+    "\\\\u0000",
+    "\\\\\\\\u0000",
+    "a\\u0000b\\u0000",
+    "\\u00000",
+    "\\u0000\\",
+    "\\U0000",
+    "u0000",
+    "\\x00",
+    "\\0",
+]
+# A real NUL (U+0000) somewhere in the strings: after backslashes too, whose escapes then
+# come just before the NUL's own \u0000 in the JSON text.
+REAL_NUL = ["\x00", "a\x00b", "\\\x00", "\\\\\x00", "\\u0000\x00", "\x00\\u0000", "x" * 50 + "\x00"]
+
+
+@pytest.mark.parametrize("text", LOOKS_LIKE_NUL, ids=ascii)
+def test_the_text_of_a_nul_escape_is_not_a_nul(text):
+    for value in (text, {text: text}, [1, {"deep": [text]}]):
+        assert jsontext.loads(encode_payload(value)) == value
+        assert jsontext.loads(encode_result(value)) == value
+    assert new_job("t", text).payload_json == jsontext.dumps(text)
+
+
+@pytest.mark.parametrize("text", REAL_NUL, ids=ascii)
+def test_a_real_nul_anywhere_in_a_payload_or_result_is_refused(text):
+    for value in (text, {text: 1}, {"k": [1, {"deep": text}]}, ["\\u0000", text]):
+        with pytest.raises(InvalidJob) as refused:
+            encode_payload(value)
+        assert str(refused.value) == f"payload {NUL_MESSAGE}"
+        with pytest.raises(ResultError) as failed:
+            encode_result(value)
+        assert str(failed.value) == f"result {NUL_MESSAGE}"
+
+
 def test_sqlfile_parses_named_blocks():
     queries = sqlfile.parse(
         "-- header\n-- name: a\n-- doc\nSELECT 1,\n\n  -- why\n  2 -- two\nFROM t;\n"
@@ -154,6 +194,26 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_refuses_garbage():
     with pytest.raises(ConveyorError, match="bad duration"):
         parse_duration("soon")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0), ("0d", 0), ("0.0s", 0), ("36500d", 36500 * 86400), ("876000h", 36500 * 86400)],
+)
+def test_parse_duration_takes_zero_up_to_100_years(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["36500.01d", "36501d", "5215w", "9999999d", "99999999999d", "1" * 400, "1" * 400 + "d"],
+)
+def test_parse_duration_refuses_more_than_100_years_in_one_line(text):
+    with pytest.raises(ConveyorError) as refused:
+        parse_duration(text)
+    assert str(refused.value) == (
+        f"duration {text!r} is out of range: at most {MAX_DURATION_DAYS}d (100 years)"
+    )
 
 
 def test_run_at_out_of_range_is_refused():

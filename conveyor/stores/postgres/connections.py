@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -96,7 +95,10 @@ class Connections:
                     raise self.unavailable(exc) from None
                 if held.closed:
                     self._discard(pool)
-                elif not isinstance(exc, pg_errors.TransactionRollback):
+                elif not (exc.sqlstate or "").startswith("40"):
+                    # class 40, transaction rollback (deadlock, serialization failure): the
+                    # server rolled it back, so it may run again; psycopg's classes for them
+                    # are not subclasses of its TransactionRollback
                     raise self.unavailable(exc) from None
             except psycopg.Error as exc:
                 raise self.unavailable(exc) from None

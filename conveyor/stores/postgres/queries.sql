@@ -66,7 +66,7 @@ UNION ALL
 SELECT NULL, now() FROM (SELECT count(*) FROM woken) AS notified
 
 -- name: enqueue_many
--- Insert a batch in one statement, in input order, and wake listeners. The batch arrives as
+-- Insert a batch in one statement and wake listeners. The batch arrives as
 -- one JSON array of [type, queue, payload JSON text, priority, max_attempts, run_at,
 -- unique_key] rows: one parameter that the client encodes in C and the server parses once
 -- (as jsonb, whose fields are then read without parsing the row's text again), where seven
@@ -74,8 +74,14 @@ SELECT NULL, now() FROM (SELECT count(*) FROM woken) AS notified
 -- Ids are drawn from it per input row first, so each inserted row joins back to its input
 -- position (RETURNING order is not guaranteed). Only what the database decides comes back
 -- (id and times): the store knows the rest. Rows whose unique_key is held come back with a
--- NULL id; the store then reads their holder. ON CONFLICT DO NOTHING also skips a later row
--- whose key an earlier row of the same batch took, as sequential inserts would.
+-- NULL id; the store then reads their holder.
+-- Rows are inserted in unique_key order (bytewise, COLLATE "C": one total order whatever the
+-- database's collation), not input order. Each row is a speculative insertion that waits for
+-- any open transaction that inserted the same key and holds its own key until commit: two
+-- batches inserting shared keys in different orders would each wait for the other
+-- (deadlock detected). In one global key order the first to take a key goes on and the
+-- other waits behind it. Ties keep input order (ord), so ON CONFLICT DO NOTHING still skips
+-- the later of two rows of the batch with the same key, as sequential inserts would.
 WITH input AS MATERIALIZED (
     SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass) AS id,
            row ->> 0                  AS type,
@@ -94,7 +100,7 @@ inserted AS (
     SELECT id, type, queue, payload, priority, max_attempts,
            coalesce(run_at, now()), unique_key, now(), now()
     FROM input
-    ORDER BY ord
+    ORDER BY unique_key COLLATE "C", ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
     RETURNING id, queue, run_at, created_at
