@@ -27,3 +27,9 @@ class StoreUnavailable(ConveyorError):
 
 class ConfigurationError(ConveyorError):
     """A setting is malformed (database URL, app path, option value)."""
+
+
+class StoreFileReplaced(StoreUnavailable):
+    """The SQLite database file was deleted, renamed or replaced while this process used
+    it: its writes would go to a file no other process sees. Raised by every call from
+    then on; `conveyor serve` and `conveyor worker` stop and exit non-zero."""

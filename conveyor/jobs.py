@@ -164,16 +164,36 @@ class LeaseRef:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """The outcome of one run, to be written by `Store.finish_many`.
+    """The end of one run, to be written by `Store.finish_many`: its code has stopped.
 
     `error is None` means done with `result_json`; otherwise the job goes back to
-    pending at `retry_at`, or to failed when `retry_at` is None.
+    pending at `retry_at`, or to failed when `retry_at` is None. The outcome applies only
+    while the job is still processing under `ref`; if an operator cancelled it meanwhile,
+    the outcome is dropped and only the run's lease ends. `outcome=False` (see `ended`)
+    is a run that stopped without an outcome because it was cancelled.
     """
 
     ref: LeaseRef
     result_json: str = "null"
     error: str | None = None
     retry_at: datetime | None = None
+    outcome: bool = True
+
+    @classmethod
+    def ended(cls, ref: LeaseRef) -> Finish:
+        """A cancelled run whose code has stopped: its lease ends, nothing else changes."""
+        return cls(ref, outcome=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What a heartbeat found. `lost`: leases no longer held (the job was recovered after
+    its lease expired, and perhaps claimed again); their runs must stop and may write
+    nothing. `stop`: leases renewed for runs whose job is no longer processing (an
+    operator cancelled it): the run should stop; its lease is kept until it has."""
+
+    lost: set[int] = field(default_factory=set)
+    stop: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

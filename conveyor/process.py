@@ -7,9 +7,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 
 from conveyor.app import Conveyor
+from conveyor.errors import StoreFileReplaced
 from conveyor.loader import load_app
 from conveyor.logs import setup_logging
 from conveyor.metrics import Metrics
@@ -49,9 +51,7 @@ def run_worker(settings: Settings) -> int:
     setup_logging(settings.log_format, settings.log_level)
     app = prepare_app(settings)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
+    async def main(stop: asyncio.Event) -> None:
         await WorkerPool(app, pool_config(settings), metrics=Metrics()).run(stop)
 
     return _run(app, main)
@@ -62,9 +62,7 @@ def run_serve(settings: Settings) -> int:
     setup_logging(settings.log_format, settings.log_level)
     app = prepare_app(settings)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
+    async def main(stop: asyncio.Event) -> None:
         await serve(app, settings, stop)
 
     return _run(app, main)
@@ -79,11 +77,14 @@ async def serve(
     # Imported here: the HTTP stack (FastAPI, uvicorn, prometheus_client, Jinja2) costs a
     # fifth of a second at startup that `conveyor worker` and the job commands do not need.
     from conveyor.api import create_app
+    from conveyor.api.security import serve_warnings
     from conveyor.api.server import ApiServer, bind_socket, socket_url
 
     metrics = metrics or Metrics()
     sock = bind_socket(settings.host, settings.port)
     url = socket_url(sock)
+    for warning in serve_warnings(settings):  # reachable from the network, unprotected
+        log.warning(warning)
     try:
         server = ApiServer(
             create_app(app, settings, metrics),
@@ -151,9 +152,67 @@ def _loop_factory(database_url: str) -> Callable[[], asyncio.AbstractEventLoop] 
     return uvloop.new_event_loop
 
 
-def _run(app: Conveyor, main: Callable[[], Coroutine[None, None, None]]) -> int:
+# How often serving processes check their store's identity, and how long the graceful stop
+# may take once it is lost before the process exits anyway (within 5 s in all).
+STORE_CHECK_INTERVAL_S = 0.5
+STORE_LOST_EXIT_S = 2.0
+
+
+class StoreWatch:
+    """Stops a serving process whose SQLite file was deleted, renamed or replaced under it
+    (StoreFileReplaced; the store raises it on every call from then on, see
+    stores/sqlite/connections.py): its writes would go to a file no other process sees.
+    Checks twice a second, logs an error naming the file, sets the stop event (the pool
+    stops claiming, HTTP stops accepting) and lets `_run` raise the error, so the CLI
+    prints it and exits 1. Running jobs cannot record their outcome anywhere, so the
+    graceful stop gets STORE_LOST_EXIT_S, then the process exits 1 regardless."""
+
+    def __init__(self, app: Conveyor, stop: asyncio.Event) -> None:
+        self.app = app
+        self.stop = stop
+        self.error: StoreFileReplaced | None = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(STORE_CHECK_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.app.store.check_identity)
+            except StoreFileReplaced as exc:
+                self.lost(exc)
+                return
+            except Exception:  # noqa: S112 - unreachable for now: the pool and /readyz say so
+                continue
+
+    def lost(self, exc: StoreFileReplaced) -> None:
+        self.error = exc
+        log.error("%s", exc)
+        self.stop.set()
+        timer = threading.Timer(STORE_LOST_EXIT_S, _exit_now)
+        timer.daemon = True
+        timer.start()
+
+
+def _exit_now() -> None:
+    log.error("did not stop within %.0fs of losing the store: exiting now", STORE_LOST_EXIT_S)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _run(app: Conveyor, main: Callable[[asyncio.Event], Coroutine[None, None, None]]) -> int:
     async def guarded() -> None:
-        await main()
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        watch = StoreWatch(app, stop)
+        watcher = asyncio.create_task(watch.run(), name="conveyor-store-watch")
+        try:
+            await main(stop)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            if watch.error is not None:
+                raise watch.error  # the CLI prints it on one line and exits 1
         await _abandon_stragglers()
 
     try:

@@ -56,11 +56,15 @@ def probes_router(conveyor: Conveyor) -> APIRouter:
     @api.get(
         "/readyz",
         response_model=StatusOut,
-        summary="The store is reachable",
-        responses={503: {"model": ErrorOut, "description": "the store is unreachable"}},
+        summary="The store is reachable and writable",
+        responses={
+            503: {"model": ErrorOut, "description": "the store is unreachable or cannot write"}
+        },
     )
     def readyz() -> JSONResponse:
-        """200 when the store answers, 503 otherwise; never needs the token."""
+        """200 when the store answers and can take writes, 503 otherwise (with why); never
+        needs the token. Cheap enough to poll every second: it takes no write lock (on
+        SQLite: the file is the one first opened, its -wal and it are writable, one read)."""
         try:
             conveyor.store.ping()
         except ConveyorError as exc:

@@ -3,6 +3,11 @@
 Every method is one transaction. Worker-side transitions are guarded by the job's
 status and its LeaseRef (worker + attempt), so a worker that lost its lease can
 never overwrite the job; they report what applied instead of raising.
+
+A lease belongs to a run, not to a status: it lasts until the run's code has stopped
+(its outcome, hand-back or end is written) or its deadline passes, even when an
+operator cancelled the job meanwhile. No claim takes a job whose lease is live, so no
+sequence of operator actions can start a second run beside the first.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from conveyor.jobs import (
     LeaseRef,
     NewJob,
     RecoveryResult,
+    Renewal,
 )
 
 
@@ -89,6 +95,13 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release connections; safe to call twice."""
 
+    def check_identity(self) -> None:
+        """Raise StoreFileReplaced when the store this process opened is no longer the one
+        at its address (a SQLite file deleted, renamed or replaced): for good, the process
+        must stop. Cheap; serving processes call it twice a second. A server database has
+        nothing to check."""
+        return None
+
     @abc.abstractmethod
     def notifier(self) -> Notifier:
         """A new notifier that wakes this process when jobs are enqueued into this store."""
@@ -117,8 +130,8 @@ class Store(abc.ABC):
         lease: timedelta,
         now: datetime | None = None,
     ) -> list[Job]:
-        """Atomically move up to `limit` due pending jobs to processing, leased to `worker`,
-        highest priority first, then oldest run_at, then id."""
+        """Atomically move up to `limit` due pending jobs without a live lease to processing,
+        leased to `worker`, highest priority first, then oldest run_at, then id."""
 
     def finish_and_claim(
         self,
@@ -138,15 +151,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> set[int]:
-        """Extend the leases still held; return the ids whose lease was lost."""
+    ) -> Renewal:
+        """Extend the leases still held, whatever the job's status; report the ones lost and
+        the runs to stop (their job is no longer processing)."""
 
     @abc.abstractmethod
     def finish_many(
         self, finishes: Sequence[Finish], *, now: datetime | None = None
     ) -> dict[int, JobStatus]:
         """processing → done / pending (retry) / failed, each only while its ref still holds
-        the job; returns the new status of each job that applied."""
+        the job; returns the new status of each job that applied. A run whose job is no
+        longer processing (cancelled) only loses its lease: its outcome is dropped."""
 
     @abc.abstractmethod
     def release(
@@ -156,8 +171,9 @@ class Store(abc.ABC):
         now: datetime | None = None,
         not_before: datetime | None = None,
     ) -> set[int]:
-        """processing → pending, runnable now (or from `not_before`), giving the attempt back
-        (shutdown); returns the ids released."""
+        """processing → pending, giving the attempt back (shutdown); returns the ids
+        released. The lease ends now, or at `not_before` for a run whose code may go on
+        until then; the same holds for a run whose job is no longer processing."""
 
     @abc.abstractmethod
     def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:
@@ -174,11 +190,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_id: int, *, now: datetime | None = None) -> Job:
-        """pending|processing → cancelled; JobNotFound / InvalidTransition otherwise."""
+        """pending|processing → cancelled; JobNotFound / InvalidTransition otherwise. A running
+        job keeps its lease until its worker has stopped the run."""
 
     @abc.abstractmethod
     def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
-        """failed|cancelled → pending now; attempts kept, max_attempts raised if needed."""
+        """failed|cancelled → pending now; attempts kept, max_attempts raised if needed. A
+        cancelled run that may still be going keeps the job from being claimed until it
+        has stopped or its lease has expired."""
 
     @abc.abstractmethod
     def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:

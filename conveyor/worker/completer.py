@@ -69,7 +69,8 @@ class Completer:
 
     def report(self, batch: list[Done], applied: dict[int, JobStatus]) -> None:
         for done in batch:
-            self._report(done, applied.get(done.job.id))
+            if done.finish.outcome:  # the end of a cancelled run is no outcome to report
+                self._report(done, applied.get(done.job.id))
             self._on_written(done.job.id)
         if not self._queue:
             self._idle.set()

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from conveyor.app import Conveyor
@@ -47,6 +47,9 @@ class Executor:
         self._threads = threads
         self._pool = self._new_pool()
         self.abandoned_threads = 0
+        # job id → the thread's future of a sync task cancelled while its code still runs
+        # (a thread cannot be stopped); the pool takes it to hold the job until it returns
+        self.still_running: dict[int, Future[object]] = {}
 
     def _new_pool(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(
@@ -91,11 +94,13 @@ class Executor:
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.wrap_future(running)
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError) as exc:
             # The thread itself cannot be stopped; `running` (not the asyncio wrapper, which
             # is cancelled by now) tells whether it is still at work.
             if not running.done():
                 self._abandon_thread()
+                if isinstance(exc, asyncio.CancelledError):
+                    self.still_running[job.id] = running
             raise
 
     def _abandon_thread(self) -> None:

@@ -1,18 +1,25 @@
-"""WorkerPool: N job slots fed by one fetcher, with heartbeat, reaper and graceful shutdown.
+"""WorkerPool: N job slots fed by one fetcher, with leases, reaper and graceful shutdown.
 
 fetcher ──claim(min(free slots, fetch_limit))──► slots ──outcome──► completer ──► store
-   ▲ notifier (local enqueue, other processes)     │ heartbeat renews their leases
+   ▲ notifier (local enqueue, other processes)     │ leases (own thread) renew them
    └──────────────── a slot frees ─────────────────┘ reaper recovers expired leases
+
+A run holds its job's lease from the claim until its last write is stored, even when an
+operator cancels the job meanwhile: a cancelled async task is stopped and its run ended at
+once; a cancelled sync task (a thread cannot be stopped) frees its slot but keeps the lease
+until its code returns, so a retry of the job cannot start beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -23,6 +30,7 @@ from conveyor.logs import job_fields
 from conveyor.metrics import Metrics
 from conveyor.worker.completer import Completer, Done
 from conveyor.worker.executor import Executor
+from conveyor.worker.leases import Leases
 from conveyor.worker.storecalls import StoreCalls
 
 log = logging.getLogger("conveyor.worker")
@@ -62,12 +70,11 @@ class _Running:
     job: Job
     slot: str
     task: asyncio.Task[None]
-    # monotonic time until which the lease certainly holds: lease seconds after the start of
-    # the last claim or heartbeat call that took or renewed it (the store's deadline, counted
-    # from when the call reached it, can only be later)
-    held_until: float
     started: float = field(default_factory=time.monotonic)
-    stopping: bool = False  # the lease watchdog already stopped (or gave up on) it
+    # why its task was cancelled: "cancelled" (by an operator), "lost" (lease lost),
+    # "expiring" (lease could not be renewed), "shutdown"; None while it runs
+    stopping: str | None = None
+    expiry_warned: bool = False  # the watchdog already warned about this sync job
 
 
 class WorkerPool:
@@ -89,7 +96,12 @@ class WorkerPool:
         self._executor = Executor(app, threads=config.concurrency)
         self._notifier = self.store.notifier()
         self._running: dict[int, _Running] = {}
-        self._finishing: dict[int, LeaseRef] = {}  # ran, outcome not yet written
+        # every lease this process holds: running jobs, outcomes not yet written, and
+        # cancelled runs whose code still runs on a thread (`_lingering`)
+        self._leases = Leases(
+            self.store, lease=config.lease, on_lost=self._lease_lost, on_stop=self._cancelled
+        )
+        self._lingering: dict[int, LeaseRef] = {}
         self._free_slots = [f"WORKER-{n}" for n in range(config.concurrency, 0, -1)]
         self._slot_freed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -104,9 +116,9 @@ class WorkerPool:
         self._loop = asyncio.get_running_loop()
         await self._notifier.start()
         self.app.add_enqueue_listener(self._notifier.wake_local)
+        self._leases.start()
         helpers = [
             asyncio.create_task(self._completer.run(), name="conveyor-completer"),
-            asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat"),
             asyncio.create_task(self._lease_watchdog(), name="conveyor-lease-watchdog"),
             asyncio.create_task(self._reaper_loop(), name="conveyor-reaper"),
         ]
@@ -124,6 +136,7 @@ class WorkerPool:
         finally:
             await self._drain()
             await self._completer.close(timeout=10.0)
+            await self._leases.stop()
             for task in [*helpers, watcher]:
                 task.cancel()
             await asyncio.gather(*helpers, watcher, return_exceptions=True)
@@ -189,8 +202,9 @@ class WorkerPool:
     # -- running a job ----------------------------------------------------------------------
     def _start(self, job: Job, *, held_until: float) -> None:
         slot = self._free_slots.pop()
+        self._leases.hold(job.lease_ref(), held_until)
         task = asyncio.create_task(self._run_job(job, slot), name=f"conveyor-job-{job.id}")
-        self._running[job.id] = _Running(job, slot, task, held_until)
+        self._running[job.id] = _Running(job, slot, task)
         self.metrics.slots_busy = len(self._running)
 
     async def _run_job(self, job: Job, slot: str) -> None:
@@ -210,7 +224,9 @@ class WorkerPool:
         try:
             outcome = await self._executor.run(job)
         except asyncio.CancelledError:
-            self._release_slot(job.id)  # lost lease or shutdown: the caller handles the job
+            running = self._running.get(job.id)
+            self._release_slot(job.id)
+            self._after_cancel(job, slot, None if running is None else running.stopping)
             raise
         duration = time.monotonic() - started
         ref = job.lease_ref()
@@ -225,9 +241,46 @@ class WorkerPool:
                 retry_at = utcnow() + timedelta(seconds=retry_in)
                 self._wake_at(retry_in)
             finish = Finish(ref, error=outcome.error, retry_at=retry_at)
-        self._finishing[job.id] = ref
         self._release_slot(job.id)
         self._completer.submit(Done(finish, job, slot, duration, wait, retry_in))
+
+    def _after_cancel(self, job: Job, slot: str, reason: str | None) -> None:
+        """The job's task was cancelled; settle its lease by the reason."""
+        thread = self._executor.still_running.pop(job.id, None)
+        if reason == "shutdown":
+            if thread is not None and not thread.done():
+                self._executor.still_running[job.id] = thread  # for _drain
+            return  # _drain hands the job back
+        if reason != "cancelled":
+            # lease lost, or about to expire unrenewed: this process can write nothing more
+            self._leases.drop(job.id)
+            return
+        if thread is None or thread.done():
+            self._end_run(job, slot)
+            return
+        # A thread cannot be stopped: the slot is free, but the job keeps its lease (renewed)
+        # until the code returns, so that a retry cannot start a second run beside it.
+        log.warning(
+            "cancelled, but this sync task cannot be stopped: its job is held until its code "
+            "returns",
+            extra=job_fields(worker=slot, job=job.id, status="cancelled"),
+        )
+        self._lingering[job.id] = job.lease_ref()
+        loop = asyncio.get_running_loop()
+        thread.add_done_callback(lambda _: self._soon(loop, lambda: self._end_lingering(job, slot)))
+
+    @staticmethod
+    def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the process is exiting
+            loop.call_soon_threadsafe(callback)
+
+    def _end_lingering(self, job: Job, slot: str) -> None:
+        if job.id in self._lingering:  # not handed back at shutdown meanwhile
+            self._end_run(job, slot)
+
+    def _end_run(self, job: Job, slot: str) -> None:
+        """A cancelled run's code has stopped: write that its lease ends (Finish.ended)."""
+        self._completer.submit(Done(Finish.ended(job.lease_ref()), job, slot, 0.0, 0.0))
 
     def _release_slot(self, job_id: int) -> None:
         running = self._running.pop(job_id, None)
@@ -239,7 +292,9 @@ class WorkerPool:
                 self._notifier.wake_local()  # a slot opened: look for work now
 
     def _written(self, job_id: int) -> None:
-        self._finishing.pop(job_id, None)
+        """The run's last write is stored: its lease is no longer ours to renew."""
+        self._leases.drop(job_id)
+        self._lingering.pop(job_id, None)
 
     def _wake_at(self, delay: float) -> None:
         """A local retry is due in `delay` seconds: wake the fetcher then, not at the next poll."""
@@ -247,28 +302,6 @@ class WorkerPool:
             self._loop.call_later(delay, self._notifier.wake_local)
 
     # -- leases -----------------------------------------------------------------------------
-    async def _heartbeat_loop(self) -> None:
-        lease = timedelta(seconds=self.config.lease)
-        while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
-            refs = [r.job.lease_ref() for r in self._running.values()]
-            refs += list(self._finishing.values())
-            if not refs:
-                continue
-            asked = time.monotonic()
-            try:
-                lost = await self._calls(self.store.heartbeat, refs, lease=lease)
-            except Exception as exc:
-                log.warning("heartbeat failed for %d jobs: %s", len(refs), exc)
-                continue
-            renewed_until = asked + self.config.lease
-            for ref in refs:
-                running = self._running.get(ref.job_id)
-                if running is not None and ref.job_id not in lost:
-                    running.held_until = max(running.held_until, renewed_until)
-            for job_id in lost:
-                self._lease_lost(job_id)
-
     async def _lease_watchdog(self) -> None:
         """Stop a job before its lease can expire when the lease could not be renewed (the
         store unreachable, a partition): past that moment another worker may recover and
@@ -279,13 +312,16 @@ class WorkerPool:
             await asyncio.sleep(period)
             now = time.monotonic()
             for job_id, running in list(self._running.items()):
-                if not running.stopping and now + period >= running.held_until:
+                until = self._leases.held_until(job_id)
+                if until is None or running.stopping or running.expiry_warned:
+                    continue
+                if now + period >= until:
                     self._lease_expiring(job_id, running)
 
     def _lease_expiring(self, job_id: int, running: _Running) -> None:
-        running.stopping = True
         if self._on_a_thread(running):
             # A thread cannot be stopped: the job keeps its slot until its code returns.
+            running.expiry_warned = True
             log.warning(
                 "lease could not be renewed and is about to expire; this sync job cannot be "
                 "stopped, so another worker may start it again once the lease has expired",
@@ -297,16 +333,34 @@ class WorkerPool:
             "another worker can take it over",
             extra=job_fields(worker=running.slot, job=job_id, status="lost"),
         )
-        running.task.cancel()
+        self._stop_job(running, "expiring")
 
     def _lease_lost(self, job_id: int) -> None:
+        """A renewal found the lease gone (recovered after it expired): stop the run."""
+        self._lingering.pop(job_id, None)
         running = self._running.get(job_id)
-        if running is None:
+        if running is None or running.stopping:
             return
         log.warning(
-            "lease lost (cancelled, or recovered after it expired): stopping the job",
+            "lease lost (recovered after it expired): stopping the job",
             extra=job_fields(worker=running.slot, job=job_id, status="lost"),
         )
+        self._stop_job(running, "lost")
+
+    def _cancelled(self, job_id: int) -> None:
+        """A renewal found the job no longer processing: an operator cancelled it."""
+        running = self._running.get(job_id)
+        if running is None or running.stopping:
+            return
+        log.info(
+            "cancelled: stopping the job",
+            extra=job_fields(worker=running.slot, job=job_id, status="cancelled"),
+        )
+        self._stop_job(running, "cancelled")
+
+    @staticmethod
+    def _stop_job(running: _Running, reason: str) -> None:
+        running.stopping = reason
         running.task.cancel()
 
     async def _reaper_loop(self) -> None:
@@ -336,8 +390,10 @@ class WorkerPool:
         return task is not None and not task.is_async
 
     def _stopped(self, running: _Running) -> bool:
-        """Whether a cancelled job's code has certainly stopped: an async task that ended."""
-        return running.task.done() and not self._on_a_thread(running)
+        """Whether a cancelled job's code has certainly stopped: its task ended, and no thread
+        still runs it."""
+        thread = self._executor.still_running.get(running.job.id)
+        return running.task.done() and (thread is None or thread.done())
 
     async def _drain(self) -> None:
         tasks = [r.task for r in self._running.values()]
@@ -347,28 +403,32 @@ class WorkerPool:
             )
             await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
         left = list(self._running.values())
-        if not left:
-            return
         for r in left:
-            r.task.cancel()
-        # a task that swallows its cancellation is not waited for beyond a moment
-        await asyncio.wait([r.task for r in left], timeout=1.0)
+            self._stop_job(r, "shutdown")
+        if left:
+            # a task that swallows its cancellation is not waited for beyond a moment
+            await asyncio.wait([r.task for r in left], timeout=1.0)
         # A sync task's thread cannot be stopped, and an async task may ignore its
         # cancellation: such a job is still running until this process exits (in moments).
-        # It is handed back runnable only after HANDBACK_GRACE, so that no other worker
-        # starts it while this run is still going (never two runs at once).
-        still_running = [r for r in left if not self._stopped(r)]
-        stopped = [r for r in left if self._stopped(r)]
+        # Its lease ends only after HANDBACK_GRACE, so that no other worker starts it while
+        # this run is still going (never two runs at once). Cancelled runs still going on a
+        # thread (`_lingering`) are held as long.
+        still_running = [r.job.lease_ref() for r in left if not self._stopped(r)]
+        stopped = [r.job.lease_ref() for r in left if self._stopped(r)]
+        lingering = list(self._lingering.values())
+        self._lingering.clear()
+        for ref in [*still_running, *stopped, *lingering]:
+            self._leases.drop(ref.job_id)  # no renewal may extend them past the grace
+        if not (still_running or stopped or lingering):
+            return
         released: set[int] = set()
         try:
             if stopped:
-                released |= await self._calls(
-                    self.store.release, [r.job.lease_ref() for r in stopped]
-                )
-            if still_running:
+                released |= await self._calls(self.store.release, stopped)
+            if still_running or lingering:
                 released |= await self._calls(
                     self.store.release,
-                    [r.job.lease_ref() for r in still_running],
+                    [*still_running, *lingering],
                     not_before=utcnow() + timedelta(seconds=HANDBACK_GRACE_S),
                 )
         except Exception as exc:

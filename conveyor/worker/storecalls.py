@@ -11,9 +11,10 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Claims, completions, heartbeats and the reaper may overlap; four threads cover that,
-# and bounding them bounds the connections a worker process opens.
-STORE_THREADS = 4
+# Claims, completions and the reaper may overlap; three threads cover that, and bounding
+# them bounds the connections a worker process opens. Heartbeats run on a thread of their
+# own (worker/leases.py): four store calls at once at most, as the PostgreSQL pool allows.
+STORE_THREADS = 3
 
 
 class StoreCalls:

@@ -12,12 +12,10 @@ def test_heartbeat_extends_a_held_lease(store):
     add(store)
     t0 = utcnow()
     [job] = store.claim(worker="w", queues=None, limit=1, lease=timedelta(seconds=10), now=t0)
-    assert (
-        store.heartbeat(
-            [job.lease_ref()], lease=timedelta(seconds=10), now=t0 + timedelta(seconds=8)
-        )
-        == set()
+    renewal = store.heartbeat(
+        [job.lease_ref()], lease=timedelta(seconds=10), now=t0 + timedelta(seconds=8)
     )
+    assert renewal.lost == set() and renewal.stop == set()
     # the old deadline (t0 + 10) has passed, the renewed one (t0 + 18) has not
     assert store.recover_expired(now=t0 + timedelta(seconds=15)).count == 0
     assert store.recover_expired(now=t0 + timedelta(seconds=19)).requeued == [job.id]
@@ -28,12 +26,12 @@ def test_heartbeat_reports_lost_leases(store):
     add(store)
     t0 = utcnow()
     a, b = store.claim(worker="w", queues=None, limit=2, lease=timedelta(seconds=5), now=t0)
-    lost = store.heartbeat(
+    renewal = store.heartbeat(
         [a.lease_ref(), LeaseRef(b.id, "someone-else", b.attempts), LeaseRef(424242, "w", 1)],
         lease=timedelta(seconds=5),
         now=t0,
     )
-    assert lost == {b.id, 424242}
+    assert renewal.lost == {b.id, 424242} and renewal.stop == set()
 
 
 def test_expired_lease_is_recovered_to_pending_with_a_reason(store):
@@ -49,7 +47,7 @@ def test_expired_lease_is_recovered_to_pending_with_a_reason(store):
     assert "recovered" in back.last_error and "dead-worker" in back.last_error
     # the dead worker's late outcome is refused (fencing)
     assert store.complete(claimed.lease_ref()) is False
-    assert store.heartbeat([claimed.lease_ref()], lease=timedelta(seconds=5)) == {job.id}
+    assert store.heartbeat([claimed.lease_ref()], lease=timedelta(seconds=5)).lost == {job.id}
 
 
 def test_recovered_then_reclaimed_job_fences_out_the_first_worker(store):

@@ -92,8 +92,8 @@ def test_cancel_pending_and_processing(store):
     assert store.cancel(pending.id).status == JobStatus.CANCELLED
     cancelled = store.cancel(running.id)
     assert cancelled.status == JobStatus.CANCELLED and cancelled.finished_at is not None
-    # the worker that held it learns at its next heartbeat and cannot complete it
-    assert store.heartbeat([running.lease_ref()], lease=LEASE) == {running.id}
+    # the worker that holds it learns at its next heartbeat and cannot complete it
+    assert store.heartbeat([running.lease_ref()], lease=LEASE).stop == {running.id}
     assert store.complete(running.lease_ref()) is False
     assert store.get_job(running.id).status == JobStatus.CANCELLED
 

@@ -178,12 +178,12 @@ def test_batched_heartbeats_and_finishes_in_opposite_orders_do_not_deadlock(pg_s
     def beat(index: int) -> None:
         order = refs if index % 2 else refs[::-1]
         for _ in range(15):
-            assert pg_store.heartbeat(order, lease=LEASE) == set()
+            assert pg_store.heartbeat(order, lease=LEASE).lost == set()
 
     assert run_threads(4, beat) == []
     outcomes = [Finish(r, result_json="1") for r in refs[::-1]]
     assert set(pg_store.finish_many(outcomes).values()) == {JobStatus.DONE}
-    assert pg_store.heartbeat(refs, lease=LEASE) == {r.job_id for r in refs}
+    assert pg_store.heartbeat(refs, lease=LEASE).lost == {r.job_id for r in refs}
 
 
 # -- connections ----------------------------------------------------------------------------

@@ -158,3 +158,21 @@ def test_sqlite_workers_run_on_uvloop_where_it_is_installed(workers, producer, s
         lambda: producer.get_job(job.id).status == JobStatus.DONE, timeout=15, message="job done"
     )
     assert producer.get_job(job.id).result.startswith(expected)
+
+
+def test_an_async_task_blocking_its_loop_past_the_lease_runs_once(workers, producer):
+    # Leases are renewed from a thread of their own: a loop blocked for 3 leases does not let
+    # them lapse, so no other worker recovers the job and starts it again (SPEC §6).
+    job = producer.enqueue("ablock", {"seq": 1, "seconds": 6})
+    for _ in range(2):
+        workers.start("--workers", "2", "--lease", "2", *FAST)
+
+    def done():
+        current = producer.get_job(job.id)
+        return current if current.status in ("done", "failed") else None
+
+    final = wait_until(done, timeout=30, message="job finished")
+    assert final.status == "done" and final.attempts == 1 and final.last_error is None, final
+    assert len(workers.records.started()) == 1, "one run, never recovered and run again"
+    for n in range(2):
+        assert "recovered" not in workers.log(n), workers.log(n)

@@ -37,7 +37,7 @@ def test_claim_walks_the_pending_index(tmp_path):
     conn = sqlite3.connect(store.path)
     plan = conn.execute(
         "EXPLAIN QUERY PLAN " + Q["claim"],
-        {"worker": "w", "now": 0, "lease_until": 0, "limit": 10, "queues": None},
+        {"worker": "w", "now": 0, "lease_now": 0, "lease_until": 0, "limit": 10, "queues": None},
     ).fetchall()
     text = "\n".join(str(row[3]) for row in plan)
     conn.close()

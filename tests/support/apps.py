@@ -64,6 +64,29 @@ async def aslow(seq: int, seconds: float) -> int:
     return seq
 
 
+@app.task
+async def aspan(seq: int, seconds: float) -> int:
+    """Async: marks its start, sleeps, and records `seq pid start end` when its run ends,
+    however it ends (a cancelled run too), so overlapping runs show in the records."""
+    start = time.time()
+    _mark_start(seq)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _record(seq, start)
+    return seq
+
+
+@app.task(max_attempts=2)
+async def ablock(seq: int, seconds: float) -> int:
+    """An async task that blocks its event loop (a blocking call without await)."""
+    start = time.time()
+    _mark_start(seq)
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+    _record(seq, start)
+    return seq
+
+
 @app.task(max_attempts=5)
 def flaky(seq: int, failures: int) -> str:
     """Fails `failures` times (counted in the record file), then succeeds."""

@@ -132,6 +132,8 @@ WHERE unique_key = %(unique_key)s
 -- the next lower priority with one index probe; the nested loop keeps the levels' order and
 -- each level's (run_at, id) order, so the rows arrive in claim order and the outer LIMIT
 -- stops the walk, and the locking, once it has enough: no sort, no level visited in vain.
+-- A pending job that still has a live lease is passed over: it was retried after a cancel
+-- while the cancelled run may still be going (never two runs at once).
 WITH RECURSIVE level (priority) AS (
     (SELECT priority FROM jobs WHERE status = 'pending' ORDER BY priority DESC LIMIT 1)
     UNION ALL
@@ -152,6 +154,7 @@ CROSS JOIN LATERAL (
     WHERE status = 'pending'
       AND priority = level.priority
       AND run_at <= coalesce(%(now)s::timestamptz, now())
+      AND (lease_expires_at IS NULL OR lease_expires_at < coalesce(%(now)s::timestamptz, now()))
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -187,6 +190,7 @@ CROSS JOIN LATERAL (
       AND queue = ANY (%(queues)s::text[])
       AND priority = level.priority
       AND run_at <= coalesce(%(now)s::timestamptz, now())
+      AND (lease_expires_at IS NULL OR lease_expires_at < coalesce(%(now)s::timestamptz, now()))
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -219,26 +223,28 @@ WITH next AS MATERIALIZED ({{next_due_from_queues}})
 {{take_next}}
 
 -- name: held_refs
--- Fragment: the ids of the jobs still held by these claims (ids, workers, attempts: parallel
--- arrays), locked in id order: heartbeat, finish_many and release of one worker run
--- concurrently over the same rows, and a common lock order keeps them from deadlocking.
--- The status is compared with a sub-select, not a literal: the literal lets the planner walk
--- the partial index jobs_lease (every processing job) instead of looking each id up, which
--- it prefers when its statistics were taken while nothing ran, and a generic plan keeps that
--- choice (measured with 5,000 jobs processing: 38 ms per heartbeat of 100 jobs).
-SELECT jobs.id
+-- Fragment: the ids and statuses of the jobs whose lease these claims (ids, workers,
+-- attempts: parallel arrays) still hold, whatever the status: a run whose job an operator
+-- cancelled keeps its lease until its code has stopped. Locked in id order: heartbeat,
+-- finish_many and release of one worker run concurrently over the same rows, and a common
+-- lock order keeps them from deadlocking. No status literal: with status = 'processing' the
+-- planner may walk the partial index jobs_lease (every processing job) instead of looking
+-- each id up, and a generic plan keeps that choice (measured with 5,000 jobs processing:
+-- 38 ms per heartbeat of 100 jobs).
+SELECT jobs.id, jobs.status
 FROM jobs
 JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
      AS ref (id, worker, attempt)
   ON jobs.id = ref.id
-WHERE jobs.status = (SELECT 'processing'::text)
-  AND jobs.worker = ref.worker
+WHERE jobs.worker = ref.worker
   AND jobs.attempts = ref.attempt
+  AND jobs.lease_expires_at IS NOT NULL
 ORDER BY jobs.id
 FOR UPDATE OF jobs
 
 -- name: heartbeat
--- Extend the leases still held by these claims; returns the ids extended. A row changed
+-- Extend the leases still held by these claims; returns the ids extended with their status
+-- (not processing: an operator cancelled the job, and the run should stop). A row changed
 -- meanwhile is re-checked against the fence after the lock (READ COMMITTED), so a lost
 -- lease is never extended.
 WITH held AS MATERIALIZED ({{held_refs}})
@@ -246,22 +252,26 @@ UPDATE jobs
 SET lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
 FROM held
 WHERE jobs.id = held.id
-RETURNING jobs.id
+RETURNING jobs.id, jobs.status
 
 -- name: outcomes
--- Fragment (CTEs): write a batch of outcomes, each only while its claim (worker + attempt)
--- still holds the job: error NULL → done with result; otherwise → pending at retry_at, or
--- failed when retry_at is NULL. Same id-ordered locking as heartbeat. The batch arrives as
--- one JSON array of [id, worker, attempt, result JSON text, error, retry_at] rows (one
--- parameter encoded in C, where six arrays were dumped element by element in Python);
--- `finished` holds the new status of each job written.
+-- Fragment (CTEs): write a batch of ended runs. Each outcome applies only while its claim
+-- (worker + attempt) still holds the job and the job is processing: error NULL → done with
+-- result; otherwise → pending at retry_at, or failed when retry_at is NULL. A run whose job
+-- is no longer processing (an operator cancelled it, perhaps retried it since) but that
+-- still holds the lease only ends its lease, so a retried job may start: its outcome is
+-- dropped. Same id-ordered locking as heartbeat. The batch arrives as one JSON array of
+-- [id, worker, attempt, result JSON text, error, retry_at, has outcome] rows (one parameter
+-- encoded in C, where the arrays were dumped element by element in Python); `finished`
+-- holds every row written, `applied` telling whether it took the outcome.
 outcome AS (
     SELECT (o ->> 0)::bigint      AS id,
            o ->> 1                AS worker,
            (o ->> 2)::integer     AS attempt,
            o ->> 3                AS result,
            o ->> 4                AS error,
-           (o ->> 5)::timestamptz AS retry_at
+           (o ->> 5)::timestamptz AS retry_at,
+           (o ->> 6)::boolean     AS has_outcome
     FROM json_array_elements(%(outcomes)s::json) AS batch (o)
 ),
 -- Each outcome's row is looked up by primary key and locked, in the order of the batch,
@@ -269,51 +279,62 @@ outcome AS (
 -- deadlock. (A join would let the planner, which guesses 100 rows for any JSON batch, scan
 -- every processing job instead.) FOR UPDATE re-checks the fence on the locked row version.
 held AS MATERIALIZED (
-    SELECT job.id, outcome.result, outcome.error, outcome.retry_at
+    SELECT job.id, job.applies, outcome.result, outcome.error, outcome.retry_at
     FROM outcome
     CROSS JOIN LATERAL (
-        SELECT jobs.id
+        SELECT jobs.id, outcome.has_outcome AND jobs.status = 'processing' AS applies
         FROM jobs
         WHERE jobs.id = outcome.id
-          AND jobs.status = (SELECT 'processing'::text)  -- not the literal: see held_refs
           AND jobs.worker = outcome.worker
           AND jobs.attempts = outcome.attempt
+          AND jobs.lease_expires_at IS NOT NULL  -- no status literal: see held_refs
+          -- a run that ended without an outcome never touches a processing job
+          AND (outcome.has_outcome OR jobs.status <> 'processing')
         FOR UPDATE
     ) AS job
 ),
 finished AS (
     UPDATE jobs
     SET status           = CASE
+                               WHEN NOT o.applies THEN jobs.status
                                WHEN o.error IS NULL THEN 'done'
                                WHEN o.retry_at IS NULL THEN 'failed'
                                ELSE 'pending'
                            END,
-        result           = CASE WHEN o.error IS NULL THEN o.result::jsonb ELSE jobs.result END,
-        run_at           = CASE WHEN o.error IS NULL THEN jobs.run_at
-                                ELSE coalesce(o.retry_at, jobs.run_at) END,
-        last_error       = coalesce(o.error, jobs.last_error),
-        finished_at      = CASE WHEN o.error IS NOT NULL AND o.retry_at IS NOT NULL THEN NULL
+        result           = CASE WHEN o.applies AND o.error IS NULL THEN o.result::jsonb
+                                ELSE jobs.result END,
+        run_at           = CASE WHEN o.applies AND o.error IS NOT NULL
+                                THEN coalesce(o.retry_at, jobs.run_at) ELSE jobs.run_at END,
+        last_error       = CASE WHEN o.applies THEN coalesce(o.error, jobs.last_error)
+                                ELSE jobs.last_error END,
+        finished_at      = CASE WHEN NOT o.applies THEN jobs.finished_at
+                                WHEN o.error IS NOT NULL AND o.retry_at IS NOT NULL THEN NULL
                                 ELSE coalesce(%(now)s::timestamptz, now()) END,
-        updated_at       = coalesce(%(now)s::timestamptz, now()),
+        updated_at       = CASE WHEN o.applies THEN coalesce(%(now)s::timestamptz, now())
+                                ELSE jobs.updated_at END,
         lease_expires_at = NULL
     FROM held AS o
     WHERE jobs.id = o.id
       -- the same ids again, as an array whose length the planner knows: without it, a
       -- table whose statistics lag behind (new, or just filled) is joined by a full scan
       AND jobs.id = ANY (%(ids)s::bigint[])
-    RETURNING jobs.id, jobs.status
+    RETURNING jobs.id, jobs.status, o.applies,
+              -- a retried job was waiting for this run to stop: wake the workers
+              CASE WHEN NOT o.applies AND jobs.status = 'pending'
+                   THEN pg_notify('conveyor_jobs', jobs.queue) END AS woke
 )
 
 -- name: finish_many
--- Write a batch of outcomes; returns the new status of each job written.
+-- Write a batch of ended runs; returns the new status of each job whose outcome applied.
 WITH {{outcomes}}
-SELECT id, status FROM finished
+SELECT id, status, applies FROM finished
 
 -- name: claimed_and_finished
 -- Fragment: the result of finish_and_claim. One row per claimed job (or a single row of NULL
 -- job columns when none was due); every row carries the written outcomes as JSON text
 -- [[id, status], ...].
-SELECT (SELECT coalesce(json_agg(json_build_array(id, status)), '[]') FROM finished)::text
+SELECT (SELECT coalesce(json_agg(json_build_array(id, status)) FILTER (WHERE applies), '[]')
+        FROM finished)::text
            AS finished,
        claimed.*
 FROM (VALUES (1)) AS one
@@ -337,20 +358,32 @@ claimed AS ({{take_next}})
 
 -- name: release
 -- processing → pending now, giving the attempt back (graceful shutdown); fenced and locked as
--- heartbeat. Wakes listeners: another process can run the handed-back jobs at once.
+-- heartbeat. The lease ends at not_before: NULL when the run has stopped, or the moment by
+-- which it certainly has (its process exited), which is also the job's run_at; no claim
+-- takes the job before then. A held
+-- job that is no longer processing (cancelled) only has its lease end so. Returns the ids
+-- released, and wakes listeners: another process can run the handed-back jobs.
 WITH held AS MATERIALIZED ({{held_refs}}),
 released AS (
     UPDATE jobs
-    SET status           = 'pending',
-        attempts         = jobs.attempts - 1,
-        run_at           = coalesce(%(not_before)s::timestamptz, %(now)s::timestamptz, now()),
-        updated_at       = coalesce(%(now)s::timestamptz, now()),
-        lease_expires_at = NULL
+    SET status           = CASE WHEN held.status = 'processing' THEN 'pending'
+                                ELSE jobs.status END,
+        attempts         = CASE WHEN held.status = 'processing' THEN jobs.attempts - 1
+                                ELSE jobs.attempts END,
+        run_at           = CASE WHEN held.status = 'processing'
+                                THEN coalesce(%(not_before)s::timestamptz, %(now)s::timestamptz,
+                                              now())
+                                ELSE jobs.run_at END,
+        updated_at       = CASE WHEN held.status = 'processing'
+                                THEN coalesce(%(now)s::timestamptz, now())
+                                ELSE jobs.updated_at END,
+        lease_expires_at = %(not_before)s::timestamptz
     FROM held
     WHERE jobs.id = held.id
-    RETURNING jobs.id, jobs.queue
+    RETURNING jobs.id, jobs.queue, jobs.status, held.status = 'processing' AS was_processing
 )
-SELECT id, pg_notify('conveyor_jobs', queue) AS woke
+SELECT id, was_processing,
+       CASE WHEN status = 'pending' THEN pg_notify('conveyor_jobs', queue) END AS woke
 FROM released
 
 -- name: recover_expired
@@ -404,12 +437,13 @@ ORDER BY id DESC
 LIMIT %(limit)s
 
 -- name: cancel
--- pending|processing → cancelled; no row when the job is absent or already finished.
+-- pending|processing → cancelled; no row when the job is absent or already finished. A
+-- running job keeps its lease (worker, attempts and deadline): its worker renews it until
+-- the run's code has stopped, and until then no retry of the job can be claimed.
 UPDATE jobs
-SET status           = 'cancelled',
-    finished_at      = coalesce(%(now)s::timestamptz, now()),
-    updated_at       = coalesce(%(now)s::timestamptz, now()),
-    lease_expires_at = NULL
+SET status      = 'cancelled',
+    finished_at = coalesce(%(now)s::timestamptz, now()),
+    updated_at  = coalesce(%(now)s::timestamptz, now())
 WHERE id = %(id)s
   AND status IN ('pending', 'processing')
 RETURNING *
@@ -417,7 +451,8 @@ RETURNING *
 -- name: retry
 -- failed|cancelled → pending, runnable now, and wake listeners. attempts is kept (history),
 -- and max_attempts is raised when needed so at least one more attempt runs. Raises a
--- unique violation when another unfinished job holds the key.
+-- unique violation when another unfinished job holds the key. A lease left by a cancelled
+-- run stays: the claim waits until that run has stopped or its lease has expired.
 WITH retried AS (
     UPDATE jobs
     SET status       = 'pending',

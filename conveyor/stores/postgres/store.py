@@ -25,6 +25,7 @@ from conveyor.jobs import (
     LeaseRef,
     NewJob,
     RecoveryResult,
+    Renewal,
     decode_payloads,
 )
 from conveyor.payloads import decode
@@ -295,12 +296,15 @@ class PostgresStore(Store):
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> set[int]:
+    ) -> Renewal:
         if not refs:
-            return set()
+            return Renewal()
         params = {**_fences(refs), "lease": lease, "now": _ts(now)}
         rows = self._run_runtime(lambda cur: cur.execute(Q["heartbeat"], params).fetchall())
-        return {ref.job_id for ref in refs} - {row["id"] for row in rows}
+        return Renewal(
+            lost={ref.job_id for ref in refs} - {row["id"] for row in rows},
+            stop={row["id"] for row in rows if row["status"] != JobStatus.PROCESSING},
+        )
 
     def finish_many(
         self, finishes: Sequence[Finish], *, now: datetime | None = None
@@ -320,7 +324,7 @@ class PostgresStore(Store):
             return set()
         params = {**_fences(refs), "now": _ts(now), "not_before": _ts(not_before)}
         rows = self._run_runtime(lambda cur: cur.execute(Q["release"], params).fetchall())
-        return {row["id"] for row in rows}
+        return {row["id"] for row in rows if row["was_processing"]}
 
     def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:
         params = {"now": _ts(now), "limit": limit}
@@ -422,7 +426,7 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> list[Job]:
 def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> dict[int, JobStatus]:
     params = {**_outcomes(finishes), "now": _ts(now)}
     rows = cur.execute(Q["finish_many"], params).fetchall()
-    return {row["id"]: JobStatus(row["status"]) for row in rows}
+    return {row["id"]: JobStatus(row["status"]) for row in rows if row["applies"]}
 
 
 def _outcomes(finishes: Sequence[Finish]) -> dict[str, object]:
@@ -441,6 +445,7 @@ def _outcomes(finishes: Sequence[Finish]) -> dict[str, object]:
             fin.result_json if fin.error is None else None,
             fin.error,
             None if fin.error is None else _iso(fin.retry_at),
+            fin.outcome,
         ]
         for fin in batch
     ]

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
+from conveyor.errors import StoreFileReplaced
 from conveyor.stores.base import Notifier
 
 if TYPE_CHECKING:
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 # SPEC: an idle worker starts a job enqueued by another process within 50 ms; a poll costs
 # microseconds, so poll often and keep the start latency near the claim time.
 POLL_INTERVAL_S = 0.002
+# While the database cannot be opened, reconnect at most this often (not every 2 ms).
+RETRY_MAX_S = 0.5
+# Every this many polls (half a second), a stat: is the file still the one first opened?
+IDENTITY_EVERY = 250
 
 
 class SqliteNotifier(Notifier):
@@ -42,22 +47,39 @@ class SqliteNotifier(Notifier):
     def _poll(self) -> None:
         conn: sqlite3.Connection | None = None
         last: int | None = None
-        while not self._stopping.wait(POLL_INTERVAL_S):
+        pause = POLL_INTERVAL_S
+        polls = 0
+        while not self._stopping.wait(pause):
+            polls += 1
             try:
+                if polls % IDENTITY_EVERY == 0:
+                    self._store.check_identity()
                 if conn is None:
                     conn = self._store.connect()
                 version = self._store.data_version(conn)
-            except Exception:  # the store is gone for now; try again next tick
+            except StoreFileReplaced:
+                # for good: the process stops (conveyor/process.py), and polling a file
+                # nobody else writes would only wake the fetcher in vain
+                self.wake_local()
+                break
+            except Exception:  # the store is unreachable for now: try again, less often
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
-                conn = None
+                conn, last = None, None
+                pause = min(pause * 2, RETRY_MAX_S)
                 continue
+            if pause != POLL_INTERVAL_S:
+                # back after a failure: commits made meanwhile went unseen (and a new
+                # connection counts data_version afresh), so look for work once
+                pause = POLL_INTERVAL_S
+                self.wake_local()
             if last is not None and version != last:
                 self.wake_local()
             last = version
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -1,5 +1,8 @@
 -- Every statement the SQLite store runs. Parameters are bound by name (:name).
--- Times are INTEGER microseconds since the epoch (see migrations/0001_initial.sql).
+-- Times are INTEGER microseconds since the epoch (see migrations/0001_initial.sql), except
+-- lease deadlines: lease_expires_at, :lease_now and :lease_until are on the host's
+-- boot-time clock (see clock.py), so a process whose wall clock is off, or a step of the
+-- machine's clock, never expires a live lease.
 
 -- name: schema_version
 -- The highest applied migration, from the table the migration runner keeps.
@@ -39,7 +42,8 @@ WHERE unique_key = :unique_key
 -- to :limit rows. A single walk in (priority DESC, run_at, id) order would step over every
 -- future job of a higher priority (a scheduled batch, a burst of urgent retries in
 -- backoff) on each claim; this way the cost is (levels + queues x limit) whatever the
--- backlog, scheduled or due.
+-- backlog, scheduled or due. A pending job that still has a live lease is not taken: it was
+-- retried after a cancel while the cancelled run may still be going (never two runs at once).
 WITH RECURSIVE levels (queue, priority) AS (
     SELECT q.name,
            (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
@@ -69,6 +73,7 @@ WHERE id IN (
           AND c.status = 'pending'
           AND c.priority = l.priority
           AND c.run_at <= :now
+          AND (c.lease_expires_at IS NULL OR c.lease_expires_at < :lease_now)
         ORDER BY c.run_at, c.id
         LIMIT :limit
     )
@@ -79,13 +84,17 @@ WHERE id IN (
 RETURNING *
 
 -- name: heartbeat
--- Extend one lease, only while this claim (worker + attempt) still holds the job.
+-- Extend one lease, only while this claim (worker + attempt) still holds the job, and
+-- return its status: a run whose job was cancelled meanwhile keeps its lease until its code
+-- has stopped (end_run), so that a retry cannot start a second run beside it; the status
+-- tells the worker to stop it.
 UPDATE jobs
 SET lease_expires_at = :lease_until
 WHERE id = :id
-  AND status = 'processing'
   AND worker = :worker
   AND attempts = :attempt
+  AND lease_expires_at IS NOT NULL
+RETURNING status
 
 -- name: complete
 -- processing → done, fenced by the claim's worker and attempt.
@@ -116,18 +125,31 @@ WHERE id = :id
 RETURNING status
 
 -- name: release
--- processing → pending, runnable from :run_at, giving the attempt back (graceful shutdown);
--- same fence.
+-- processing → pending, giving the attempt back (graceful shutdown); same fence. The lease
+-- ends at :lease_until: NULL when the run has stopped, or the moment by which it certainly
+-- has (its process exited), which is also the job's :run_at; no claim takes it before then.
 UPDATE jobs
 SET status           = 'pending',
     attempts         = attempts - 1,
     run_at           = :run_at,
     updated_at       = :now,
-    lease_expires_at = NULL
+    lease_expires_at = :lease_until
 WHERE id = :id
   AND status = 'processing'
   AND worker = :worker
   AND attempts = :attempt
+
+-- name: end_run
+-- The run of a job that is no longer processing (cancelled, perhaps retried since) has
+-- stopped, or will have by :lease_until: its lease ends then (NULL: now), and a retried job
+-- may start. Same fence; the job's status and outcome are left as they are.
+UPDATE jobs
+SET lease_expires_at = :lease_until
+WHERE id = :id
+  AND worker = :worker
+  AND attempts = :attempt
+  AND lease_expires_at IS NOT NULL
+  AND status <> 'processing'
 
 -- name: recover_expired
 -- Jobs whose lease ran out (their worker died or stalled): back to pending while attempts
@@ -144,7 +166,7 @@ SET status           = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'fa
 WHERE id IN (
     SELECT id FROM jobs
     WHERE status = 'processing'
-      AND lease_expires_at < :now
+      AND lease_expires_at < :lease_now
     LIMIT :limit
 )
 RETURNING id, status
@@ -163,18 +185,21 @@ ORDER BY id DESC
 LIMIT :limit
 
 -- name: cancel
+-- pending|processing → cancelled. A running job keeps its lease (worker, attempts and
+-- deadline): its worker renews it until the run's code has stopped, and until then no
+-- retry of the job can be claimed.
 UPDATE jobs
-SET status           = 'cancelled',
-    finished_at      = :now,
-    updated_at       = :now,
-    lease_expires_at = NULL
+SET status      = 'cancelled',
+    finished_at = :now,
+    updated_at  = :now
 WHERE id = :id
   AND status IN ('pending', 'processing')
 RETURNING *
 
 -- name: retry
 -- failed|cancelled → pending, runnable now. attempts is kept (history), and max_attempts
--- is raised when needed so at least one more attempt runs.
+-- is raised when needed so at least one more attempt runs. A lease left by a cancelled run
+-- stays: the claim waits until that run has stopped or its lease has expired.
 UPDATE jobs
 SET status       = 'pending',
     run_at       = :now,
@@ -198,14 +223,15 @@ WHERE id IN (
   AND id < (SELECT max(id) FROM jobs)
 
 -- name: written_by
--- Whether a batched fenced write (complete, heartbeat) applied to this job: it did when the
--- row carries this claim's fence and the write's timestamp. Used only when a batch's
--- rowcount shows that some rows were not held any more.
+-- Whether a batched `complete` applied to this job: it did when the row carries this
+-- claim's fence, is done and has the write's timestamp. Used only when a batch's rowcount
+-- shows that some rows were not held any more.
 SELECT 1 FROM jobs
 WHERE id = :id
   AND worker = :worker
   AND attempts = :attempt
-  AND (updated_at = :now OR lease_expires_at = :lease_until)
+  AND status = 'done'
+  AND updated_at = :now
 
 -- name: stats
 SELECT queue, status, count(*) AS n
@@ -215,6 +241,26 @@ GROUP BY queue, status
 -- name: data_version
 -- Changes whenever another connection commits to the file: the cross-process wake-up signal.
 PRAGMA data_version
+
+-- name: lease_clock
+-- The boot whose clock wrote the lease deadlines (see migrations/0002_lease_clock.sql).
+SELECT boot_id FROM lease_clock WHERE id = 1
+
+-- name: set_lease_clock
+INSERT INTO lease_clock (id, boot_id) VALUES (1, :boot_id)
+ON CONFLICT (id) DO UPDATE SET boot_id = excluded.boot_id
+
+-- name: convert_leases
+-- Once, at the first start after migration 0002: wall-clock deadlines to the lease clock.
+UPDATE jobs
+SET lease_expires_at = lease_expires_at - :wall_now + :lease_now
+WHERE lease_expires_at IS NOT NULL
+
+-- name: expire_leases
+-- After a reboot: every process that held a lease is gone, so every deadline has passed.
+UPDATE jobs
+SET lease_expires_at = 0
+WHERE lease_expires_at IS NOT NULL
 
 -- name: ping
 SELECT 1

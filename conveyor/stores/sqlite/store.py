@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from conveyor import jsontext
-from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
+from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
 from conveyor.jobs import (
     EnqueueResult,
     Finish,
@@ -23,11 +21,14 @@ from conveyor.jobs import (
     LeaseRef,
     NewJob,
     RecoveryResult,
+    Renewal,
     decode_payloads,
 )
 from conveyor.payloads import decode
 from conveyor.stores import sqlfile
 from conveyor.stores.base import Notifier, Store
+from conveyor.stores.sqlite import clock
+from conveyor.stores.sqlite.connections import Connections
 
 Q = sqlfile.load("conveyor.stores.sqlite")
 MIGRATIONS = sqlfile.migrations("conveyor.stores.sqlite")
@@ -37,6 +38,14 @@ MIGRATIONS = sqlfile.migrations("conveyor.stores.sqlite")
 # and "database is locked" must never reach a user (see docs/architecture.md).
 BUSY_TIMEOUT_S = 60.0
 PRUNE_BATCH = 5000
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    """Conveyor's settings on every new connection (docs/architecture.md, SQLite store)."""
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def to_us(value: datetime) -> int:
@@ -55,6 +64,21 @@ def from_us(value: int | None) -> datetime | None:
 
 def _now_us(now: datetime | None) -> int:
     return to_us(now) if now is not None else time.time_ns() // 1000
+
+
+def _clocks(now: datetime | None) -> tuple[int, int]:
+    """`now` (this moment when None) on the wall clock and on the lease clock, in µs. A
+    given `now` moves the lease clock by as much as it differs from the wall clock's now,
+    so that tests and tools can play a moment ahead on both."""
+    lease_now = clock.lease_us()
+    if now is None:
+        return clock.wall_us(), lease_now
+    wall = to_us(now)
+    return wall, lease_now + (wall - clock.wall_us())
+
+
+def _lease_after(lease_now: int, lease: timedelta) -> int:
+    return lease_now + int(lease.total_seconds() * 1_000_000)
 
 
 def row_to_job(row: sqlite3.Row) -> Job:
@@ -95,13 +119,10 @@ class SqliteStore(Store):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        # Writers of this process queue here rather than in SQLite's busy handler, which
-        # sleeps in steps of milliseconds; other processes still meet busy_timeout.
-        self._write_lock = threading.Lock()
-        self._closed = False
+        # Connections, the write lock and file trouble: connections.py.
+        self._db = Connections(self.path, busy_timeout=BUSY_TIMEOUT_S, configure=_configure)
+        self._write_lock = self._db.write_lock
+        self._lease_clock_checked = False
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -113,86 +134,32 @@ class SqliteStore(Store):
     # -- connections ---------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
         """A new connection with Conveyor's settings (also used by the notifier)."""
-        parent = Path(self.path).resolve().parent
-        if not parent.is_dir():
-            raise StoreUnavailable(
-                f"cannot open SQLite database {self.path}: no directory {parent}"
-            )
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
-        return conn
+        return self._db.connect()
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StoreUnavailable("store is closed")
-            conn = self.connect()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        return self._db.get()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction: BEGIN IMMEDIATE takes the write lock up front, so it
-        waits (busy_timeout) instead of failing later on a read→write upgrade."""
-        conn = self._conn()
-        with self._write_lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"SQLite commit failed: {exc}") from None
+        waits (busy_timeout) instead of failing later on a read→write upgrade. Any sqlite3
+        error in it (BEGIN, the body, COMMIT) is rolled back and raised as StoreUnavailable."""
+        return self._db.write()
 
     def _write_one(self, query: str, params: dict[str, object]) -> list[sqlite3.Row]:
         """One statement in its own (implicit) transaction: a single DML statement takes the
         write lock when it starts, so it is atomic and waits in busy_timeout like BEGIN
         IMMEDIATE, at a third of the round trips."""
-        conn = self._conn()
-        with self._write_lock:
-            try:
-                return conn.execute(query, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite write failed: {exc}") from None
+        return self._db.write_one(query, params)
 
     def _read(self, query: str, params: dict[str, object] | None = None) -> list[sqlite3.Row]:
-        try:
-            return self._conn().execute(query, params or {}).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                raise StoreUnavailable(
-                    f"{self.path} has no Conveyor schema: run `conveyor migrate`"
-                ) from None
-            raise StoreUnavailable(f"SQLite read failed: {exc}") from None
+        return self._db.read(query, params)
 
     def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._db.close()
+
+    def check_identity(self) -> None:
+        """StoreFileReplaced once the file was deleted, renamed or replaced under us."""
+        self._db.file.check(force=True)
 
     def notifier(self) -> Notifier:
         from conveyor.stores.sqlite.notifier import SqliteNotifier
@@ -201,12 +168,13 @@ class SqliteStore(Store):
 
     # -- lifecycle -------------------------------------------------------------------
     def schema_version(self) -> int:
-        try:
-            return int(self._conn().execute(Q["schema_version"]).fetchone()[0])
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return 0
-            raise StoreUnavailable(f"SQLite: {exc}") from None
+        with self._db.reading() as conn:
+            try:
+                return int(conn.execute(Q["schema_version"]).fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return 0
+                raise
 
     def migrate(self) -> int:
         with self._write() as conn:
@@ -223,6 +191,10 @@ class SqliteStore(Store):
             return MIGRATIONS[-1][0] if MIGRATIONS else 0
 
     def ping(self) -> None:
+        """Reachable, the same file as first opened, and writable (for /readyz): a stat and
+        an access(2) or two, then one read. No write lock is taken (a busy store must not
+        make /readyz wait); this thread's connection, if opened read-only, is reopened."""
+        self._db.check_writable()
         self._read(Q["ping"])
 
     # -- producers -----------------------------------------------------------------------
@@ -235,12 +207,8 @@ class SqliteStore(Store):
         if job.unique_key is not None:
             with self._write() as conn:  # insert-or-read-holder must be one transaction
                 return self._insert(conn, job, _now_us(None), payload)
-        conn = self._conn()
-        with self._write_lock:
-            try:
-                return self._insert(conn, job, _now_us(None), payload)
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite write failed: {exc}") from None
+        with self._db.autocommit() as conn:
+            return self._insert(conn, job, _now_us(None), payload)
 
     def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         now = _now_us(None)
@@ -293,18 +261,26 @@ class SqliteStore(Store):
     ) -> list[Job]:
         if limit <= 0:
             return []
-        params = _claim_params(worker, queues, limit, lease, _now_us(now))
+        self._check_lease_clock()
+        params = _claim_params(worker, queues, limit, lease, _clocks(now))
         return _claimed(self._write_one(Q["claim"], params))
 
     def heartbeat(
         self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
-    ) -> set[int]:
+    ) -> Renewal:
+        renewal = Renewal()
         if not refs:
-            return set()
-        until = _now_us(now) + int(lease.total_seconds() * 1_000_000)
-        rows = [{**_fence(ref), "lease_until": until, "now": None} for ref in refs]
+            return renewal
+        self._check_lease_clock()
+        until = _lease_after(_clocks(now)[1], lease)
         with self._write() as conn:
-            return {rows[i]["id"] for i in _missed(conn, Q["heartbeat"], rows)}  # type: ignore[misc]
+            for ref in refs:
+                row = conn.execute(Q["heartbeat"], {**_fence(ref), "lease_until": until}).fetchone()
+                if row is None:
+                    renewal.lost.add(ref.job_id)
+                elif row[0] != JobStatus.PROCESSING:
+                    renewal.stop.add(ref.job_id)
+        return renewal
 
     def finish_many(
         self, finishes: Sequence[Finish], *, now: datetime | None = None
@@ -326,11 +302,12 @@ class SqliteStore(Store):
     ) -> tuple[dict[int, JobStatus], list[Job]]:
         if not finishes:
             return {}, self.claim(worker=worker, queues=queues, limit=limit, lease=lease, now=now)
-        now_us = _now_us(now)
+        self._check_lease_clock()
+        clocks = _clocks(now)
         with self._write() as conn:
-            applied = _finish(conn, finishes, now_us)
+            applied = _finish(conn, finishes, clocks[0])
             rows = (
-                conn.execute(Q["claim"], _claim_params(worker, queues, limit, lease, now_us))
+                conn.execute(Q["claim"], _claim_params(worker, queues, limit, lease, clocks))
                 if limit > 0
                 else []
             )
@@ -346,19 +323,29 @@ class SqliteStore(Store):
         released: set[int] = set()
         if not refs:
             return released
-        now_us = _now_us(now)
-        params = {"now": now_us, "run_at": now_us if not_before is None else to_us(not_before)}
+        self._check_lease_clock()
+        wall_now, lease_now = _clocks(now)
+        until = None if not_before is None else lease_now + (to_us(not_before) - wall_now)
         with self._write() as conn:
             for ref in refs:
-                if conn.execute(Q["release"], {**_fence(ref), **params}).rowcount == 1:
+                params = {
+                    **_fence(ref),
+                    "now": wall_now,
+                    "run_at": wall_now if not_before is None else to_us(not_before),
+                    "lease_until": until,
+                }
+                if conn.execute(Q["release"], params).rowcount == 1:
                     released.add(ref.job_id)
+                else:
+                    conn.execute(Q["end_run"], {**_fence(ref), "lease_until": until})
         return released
 
     def recover_expired(self, *, limit: int = 1000, now: datetime | None = None) -> RecoveryResult:
+        self._check_lease_clock()
+        wall_now, lease_now = _clocks(now)
+        params = {"now": wall_now, "lease_now": lease_now, "limit": limit}
         with self._write() as conn:
-            rows = conn.execute(
-                Q["recover_expired"], {"now": _now_us(now), "limit": limit}
-            ).fetchall()
+            rows = conn.execute(Q["recover_expired"], params).fetchall()
         result = RecoveryResult()
         for job_id, status in rows:
             (result.requeued if status == "pending" else result.failed).append(job_id)
@@ -426,18 +413,45 @@ class SqliteStore(Store):
             out.setdefault(row["queue"], {})[row["status"]] = row["n"]
         return out
 
+    # -- the lease clock -----------------------------------------------------------------
+    def _check_lease_clock(self) -> None:
+        """Once per store object: make the stored lease deadlines this boot's (see clock.py).
+        A first start after migration 0002 converts wall-clock deadlines; a reboot expires
+        them all (their processes are gone)."""
+        if self._lease_clock_checked or clock.BOOT_ID is None:
+            return
+        with self._write() as conn:
+            try:
+                row = conn.execute(Q["lease_clock"]).fetchone()
+            except sqlite3.OperationalError:
+                return  # not migrated yet: nothing holds a lease
+            if row is None:
+                wall_now, lease_now = _clocks(None)
+                conn.execute(Q["convert_leases"], {"wall_now": wall_now, "lease_now": lease_now})
+            elif row[0] != clock.BOOT_ID:
+                conn.execute(Q["expire_leases"])
+            if row is None or row[0] != clock.BOOT_ID:
+                conn.execute(Q["set_lease_clock"], {"boot_id": clock.BOOT_ID})
+        self._lease_clock_checked = True
+
     # -- data_version, for the notifier ----------------------------------------------------
     def data_version(self, conn: sqlite3.Connection) -> int:
         return int(conn.execute(Q["data_version"]).fetchone()[0])
 
 
 def _claim_params(
-    worker: str, queues: Sequence[str] | None, limit: int, lease: timedelta, now_us: int
+    worker: str,
+    queues: Sequence[str] | None,
+    limit: int,
+    lease: timedelta,
+    clocks: tuple[int, int],
 ) -> dict[str, object]:
+    wall_now, lease_now = clocks
     return {
         "worker": worker,
-        "now": now_us,
-        "lease_until": now_us + int(lease.total_seconds() * 1_000_000),
+        "now": wall_now,
+        "lease_now": lease_now,
+        "lease_until": _lease_after(lease_now, lease),
         "limit": limit,
         "queues": jsontext.dumps(list(queues)) if queues else None,
     }
@@ -454,18 +468,23 @@ def _finish(
     conn: sqlite3.Connection, finishes: Sequence[Finish], now_us: int
 ) -> dict[int, JobStatus]:
     """Write outcomes inside the caller's transaction: every `done` in one executemany,
-    failures one by one (they are rare and need their new status back)."""
+    failures one by one (they are rare and need their new status back). A run whose job is
+    no longer processing under its ref (cancelled, or a lease lost) writes no outcome; if
+    it still holds the lease, the lease ends (end_run)."""
     applied: dict[int, JobStatus] = {}
-    done = [f for f in finishes if f.error is None]
+    done = [f for f in finishes if f.outcome and f.error is None]
     rows: list[dict[str, object]] = [
-        {**_fence(f.ref), "result": f.result_json, "now": now_us, "lease_until": None} for f in done
+        {**_fence(f.ref), "result": f.result_json, "now": now_us} for f in done
     ]
-    missed = _missed(conn, Q["complete"], rows)
-    for i, fin in enumerate(done):
-        if i not in missed:
-            applied[fin.ref.job_id] = JobStatus.DONE
+    unapplied = [done[i] for i in sorted(_missed(conn, Q["complete"], rows))]
+    for fin in done:
+        applied[fin.ref.job_id] = JobStatus.DONE
+    for fin in unapplied:
+        del applied[fin.ref.job_id]
     for fin in finishes:
         if fin.error is None:
+            if not fin.outcome:
+                unapplied.append(fin)
             continue
         row = conn.execute(
             Q["fail"],
@@ -476,8 +495,12 @@ def _finish(
                 "now": now_us,
             },
         ).fetchone()
-        if row is not None:
+        if row is None:
+            unapplied.append(fin)
+        else:
             applied[fin.ref.job_id] = JobStatus(row[0])
+    for fin in unapplied:
+        conn.execute(Q["end_run"], {**_fence(fin.ref), "lease_until": None})
     return applied
 
 
