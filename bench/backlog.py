@@ -39,7 +39,7 @@ def finish_all(app: Conveyor) -> None:
         jobs = app.store.claim(worker="filler", queues=None, limit=BATCH, lease=lease)
         if not jobs:
             return
-        app.store.finish_many([Finish(j.lease_ref(), result_json="0") for j in jobs])
+        app.store.finish_many([Finish.done(j.lease_ref(), "0") for j in jobs])
 
 
 def settle(url: str) -> None:

@@ -1,6 +1,7 @@
 """Conveyor: background jobs on SQLite or PostgreSQL."""
 
 from conveyor.app import Conveyor
+from conveyor.context import JobContext, Retry, Snooze, current_job
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
@@ -20,9 +21,13 @@ __all__ = [
     "InvalidJob",
     "InvalidTransition",
     "Job",
+    "JobContext",
     "JobNotFound",
     "JobStatus",
+    "Retry",
+    "Snooze",
     "StoreUnavailable",
     "Task",
     "UnknownTask",
+    "current_job",
 ]

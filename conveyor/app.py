@@ -1,24 +1,36 @@
-"""Conveyor: the task registry and the producer facade (SPEC §2) over a store."""
+"""Conveyor: the task registry, the producer facade (SPEC §2) and the operator actions
+(list, cancel, retry, stats, prune) that the HTTP API, the dashboard and the CLI share."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, overload
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
 
 from conveyor.backoff import BackoffPolicy, exponential_backoff
-from conveyor.errors import InvalidJob, UnknownTask
-from conveyor.jobs import EnqueueResult, Job, NewJob
+from conveyor.errors import InvalidJob, JobNotFound, UnknownTask
+from conveyor.jobs import LIST_LIMIT_DEFAULT, EnqueueResult, Job, JobStatus, NewJob
 from conveyor.payloads import encode_payload
 from conveyor.settings import Settings
 from conveyor.stores import Store, open_store
 from conveyor.tasks import Task, TaskOptions
-from conveyor.validation import new_job
+from conveyor.validation import absent_id, job_filter, new_job, retention
 
 _BATCH_FIELDS = frozenset(
     {"type", "payload", "priority", "queue", "max_attempts", "delay", "run_at", "unique_key"}
 )
+# The `*_async` methods run the synchronous store calls on this many threads of the app's
+# own: however many coroutines enqueue at once, they use at most this many store
+# connections (a PostgreSQL pool holds four). Why threads and not an async driver:
+# docs/performance.md, "Enqueueing from async code".
+ASYNC_THREADS = 4
+
+T = TypeVar("T")
 
 
 class Conveyor:
@@ -32,21 +44,41 @@ class Conveyor:
         self._lock = threading.Lock()
         self.tasks: dict[str, Task] = {}
         self._enqueue_listeners: list[Callable[[], None]] = []
+        # the threads of the `*_async` methods, started on first use; a lock of their own,
+        # since `_lock` is held while a store opens (seconds, when it is unreachable)
+        self._threads: ThreadPoolExecutor | None = None
+        self._threads_lock = threading.Lock()
 
     # -- configuration ---------------------------------------------------------------
+    # True once `database_url` was read from DATABASE_URL (the app was built without one)
+    _url_from_environment = False
+
     @property
     def database_url(self) -> str:
+        """The URL the app was built (or configured) with, else DATABASE_URL (environment,
+        then .env), read once."""
         if self._url is None:
             self._url = Settings().database_url
+            self._url_from_environment = True
         return self._url
+
+    @property
+    def has_own_database_url(self) -> bool:
+        """Whether the app was built or configured with a URL (`Conveyor("sqlite:///jobs.db")`)
+        rather than reading DATABASE_URL: the CLI keeps such a URL unless --database-url
+        is given on the command line (SPEC §3 "Which database")."""
+        return self._url is not None and not self._url_from_environment
 
     def configure(
         self, *, database_url: str | None = None, max_attempts: int | None = None
     ) -> None:
-        """Override settings before first use (the CLI's --database-url, --max-attempts)."""
+        """Override settings before first use: the CLI passes --database-url and
+        --max-attempts when they are given on the command line, and only then."""
         if database_url is not None and database_url != self._url:
             self.close()
             self._url = database_url
+        if database_url is not None:
+            self._url_from_environment = False
         if max_attempts is not None:
             self._default_max_attempts = max_attempts
 
@@ -58,13 +90,15 @@ class Conveyor:
 
     @property
     def store(self) -> Store:
-        """The store, opened on first use; the schema is created if it is missing."""
+        """The store, opened on first use; the schema is created if it is missing, and
+        brought up to date if it is older than this code's (migrations are idempotent and
+        serialised, so processes starting together do it once)."""
         if self._store is None:
             with self._lock:
                 if self._store is None:
                     store = open_store(self.database_url)
                     try:
-                        if store.schema_version() == 0:
+                        if store.schema_version() < store.latest_version:
                             store.migrate()
                     except BaseException:
                         store.close()
@@ -73,6 +107,12 @@ class Conveyor:
         return self._store
 
     def close(self) -> None:
+        # Async calls already handed to the threads finish first, on the store they began
+        # with; a later one starts new threads (and, like any call, reopens the store).
+        with self._threads_lock:
+            threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=True)
         with self._lock:
             store, self._store = self._store, None
         if store is not None:
@@ -100,6 +140,7 @@ class Conveyor:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: BackoffPolicy | None = None,
+        isolated: bool = False,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -113,14 +154,17 @@ class Conveyor:
         max_attempts: int | None = None,
         timeout: float | None = None,
         backoff: BackoffPolicy | None = None,
+        isolated: bool = False,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
-        """Register a task: `@app.task` or `@app.task(name=..., queue=..., ...)`."""
+        """Register a task: `@app.task` or `@app.task(name=..., queue=..., ...)`.
+        `isolated=True` runs a sync task in a child process of the worker (SPEC §6)."""
         options = TaskOptions(
             queue=queue,
             priority=priority,
             max_attempts=max_attempts,
             timeout=timeout,
             backoff=backoff or exponential_backoff,
+            isolated=bool(isolated),
         )
         # validate the options once, now, with the same rules as a job
         new_job(name or "x", None, queue=queue, priority=priority, max_attempts=max_attempts)
@@ -164,7 +208,7 @@ class Conveyor:
         if task is None and self.tasks and isinstance(type, str):
             raise UnknownTask(f"unknown task type {type!r}; known: {', '.join(sorted(self.tasks))}")
         opts = task.options if task is not None else TaskOptions()
-        return new_job(
+        job = new_job(
             type,
             payload,
             queue=queue if queue is not None else opts.queue,
@@ -175,6 +219,9 @@ class Conveyor:
             unique_key=unique_key,
             default_max_attempts=self.default_max_attempts,
         )
+        if task is not None:  # the payload must fit the task's signature (SPEC §2)
+            task.check_payload(payload, job.payload_json)
+        return job
 
     def enqueue(
         self,
@@ -217,7 +264,7 @@ class Conveyor:
         jobs = []
         # A batch mostly repeats one shape, {"type": t, "payload": p}: the first such item of
         # each type is validated in full, later ones copy its fields and encode (and check)
-        # only their own payload. Half the validation time of a 10,000-job batch.
+        # only their own payload (docs/performance.md, "Batch validation").
         by_type: dict[str, NewJob] = {}
         for index, item in enumerate(items):
             plain = type(item) is dict and len(item) == 2 and "payload" in item
@@ -227,6 +274,9 @@ class Conveyor:
                 if first is not None:
                     try:
                         payload_json = encode_payload(item["payload"])
+                        task = self.tasks.get(first.type)
+                        if task is not None:
+                            task.check_payload(item["payload"], payload_json)
                     except InvalidJob as exc:
                         raise InvalidJob(f"jobs[{index}]: {exc}") from None
                     jobs.append(
@@ -266,6 +316,113 @@ class Conveyor:
             self._woken()
         return [r.job for r in results]
 
-    # -- reads -------------------------------------------------------------------------------
+    # -- operators: what the HTTP API, the dashboard and the CLI do to jobs ---------------------
     def get_job(self, job_id: int) -> Job | None:
+        """One job by id, or None when there is none."""
+        if absent_id(job_id):
+            return None
         return self.store.get_job(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        before_id: int | None = None,
+        limit: int = LIST_LIMIT_DEFAULT,
+    ) -> list[Job]:
+        """Jobs newest first, at most `limit` (1 to LIST_LIMIT_MAX), filtered by whichever of
+        status, type and queue are given; for the next page pass the last id received as
+        `before_id`. A filter value no job could have (too long, NUL) is InvalidJob."""
+        query = job_filter(status=status, type=type, queue=queue, before_id=before_id, limit=limit)
+        return self.store.list_jobs(query)
+
+    def cancel(self, job_id: int) -> Job:
+        """pending|processing → cancelled; returns the job. A running job is stopped by its
+        worker within about a second and holds the job until it has. JobNotFound, or
+        InvalidTransition when the job has already finished."""
+        if absent_id(job_id):
+            raise JobNotFound(f"job {job_id} not found")
+        return self.store.cancel(job_id)
+
+    def retry(self, job_id: int) -> Job:
+        """failed|cancelled → pending, runnable now; returns the job. `attempts` is kept and
+        `max_attempts` raised when needed so at least one more attempt runs; a job cancelled
+        while running starts again only once that run has stopped (or its lease expired):
+        never two runs at once. JobNotFound, or InvalidTransition for any other status."""
+        if absent_id(job_id):
+            raise JobNotFound(f"job {job_id} not found")
+        return self.store.retry(job_id)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Job counts by queue and status, `{queue: {status: count}}` (non-zero counts only)."""
+        return self.store.stats()
+
+    def prune(self, *, older_than: timedelta) -> int:
+        """Delete finished jobs (done, failed, cancelled) that finished more than
+        `older_than` ago (0 to 100 years, else InvalidJob); returns how many."""
+        return self.store.prune(older_than=retention(older_than))
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers and can take writes (/readyz)."""
+        self.store.ping()
+
+    # -- async code ---------------------------------------------------------------------------
+    # The sync methods, each run on one of the app's ASYNC_THREADS threads: the same
+    # validation, results, errors and wake-ups, and the event loop (any loop: asyncio's,
+    # uvloop) goes on meanwhile. Safe from several loops and threads at once. Cancelling
+    # the await before a thread has taken the call drops it; once taken, it completes.
+    async def enqueue_async(
+        self,
+        type: str,
+        payload: object = None,
+        *,
+        priority: int | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        unique_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """`enqueue` for async code: awaits the store without blocking the event loop."""
+        return await self._off_loop(
+            functools.partial(
+                self.enqueue,
+                type,
+                payload,
+                priority=priority,
+                queue=queue,
+                delay=delay,
+                run_at=run_at,
+                unique_key=unique_key,
+                max_attempts=max_attempts,
+            )
+        )
+
+    async def enqueue_many_async(self, items: Sequence[Mapping[str, Any]]) -> list[Job]:
+        """`enqueue_many` for async code (validation included: a large batch's too)."""
+        return await self._off_loop(functools.partial(self.enqueue_many, items))
+
+    async def get_job_async(self, job_id: int) -> Job | None:
+        """`get_job` for async code."""
+        return await self._off_loop(functools.partial(self.get_job, job_id))
+
+    async def _off_loop(self, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        for _ in range(2):
+            threads = self._threads
+            if threads is None:
+                with self._threads_lock:
+                    if self._threads is None:
+                        self._threads = ThreadPoolExecutor(
+                            ASYNC_THREADS, thread_name_prefix="conveyor-async"
+                        )
+                    threads = self._threads
+            try:
+                future = threads.submit(context.run, call)
+            except RuntimeError:  # close() shut these threads down meanwhile: take new ones
+                continue
+            return await asyncio.wrap_future(future, loop=loop)
+        raise RuntimeError("cannot run the call: the app is closing (or the interpreter exits)")

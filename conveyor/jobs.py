@@ -26,13 +26,20 @@ class JobStatus(StrEnum):
 UNFINISHED = (JobStatus.PENDING, JobStatus.PROCESSING)
 FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-# SPEC §1 ranges
+# SPEC §1 ranges and defaults: every entry point (validation.py, the HTTP schemas, the CLI's
+# help, Settings) reads them from here.
 PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000
 DELAY_MAX_SECONDS = 31_536_000
-NAME_MAX = 200
+NAME_MAX = 200  # type and queue, in characters
 UNIQUE_KEY_MAX = 255
 DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 0
+DEFAULT_MAX_ATTEMPTS = 5  # MAX_ATTEMPTS's default (Settings), for tasks that set none
+# Ids are 64-bit integers in both stores; a larger number names no job.
+ID_MAX = 2**63 - 1
+# Listings (GET /jobs, `conveyor jobs list`, `Conveyor.list_jobs`): jobs per page.
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 1000
 
 
 def utcnow() -> datetime:
@@ -41,7 +48,7 @@ def utcnow() -> datetime:
 
 # Job and NewJob are built once per job on every enqueue and claim, so they are plain
 # (not frozen) dataclasses: a frozen one's __init__ sets each field through
-# object.__setattr__: 3.1 against 0.7 µs for the 17 fields of a Job.
+# object.__setattr__, several times slower (docs/performance.md, third round).
 @dataclass(slots=True)
 class Job:
     """A job as stored (SPEC §1): a snapshot, so changing it changes nothing in the store.
@@ -64,6 +71,8 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: float | None = None  # what the running task last reported (SPEC §6)
+    progress_message: str | None = None
 
     def lease_ref(self) -> LeaseRef:
         """The fencing token of the claim that produced this job record."""
@@ -90,6 +99,8 @@ class Job:
             "updated_at": self.updated_at.isoformat(),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
+            "progress": self.progress,
+            "progress_message": self.progress_message,
         }
 
 
@@ -104,8 +115,8 @@ class NewJob:
     type: str
     payload_json: str
     queue: str = DEFAULT_QUEUE
-    priority: int = 0
-    max_attempts: int = 5
+    priority: int = DEFAULT_PRIORITY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     run_at: datetime | None = None  # None: now, by the store's clock
     unique_key: str | None = None
 
@@ -136,7 +147,7 @@ class NewJob:
 
 def decode_payloads(jobs: Sequence[NewJob]) -> list[JSONValue]:
     """The jobs' payloads decoded, as the Jobs an insert returns carry them: one parse for
-    the whole batch, a third of the cost of one parse per job."""
+    the whole batch, cheaper than one parse per job (docs/performance.md, third round)."""
     if len(jobs) == 1:
         return [cast(JSONValue, jsontext.loads(jobs[0].payload_json))]
     batch = "[" + ",".join([job.payload_json for job in jobs]) + "]"
@@ -162,27 +173,51 @@ class LeaseRef:
     attempt: int
 
 
+class FinishKind(StrEnum):
+    DONE = "done"  # processing → done with a result
+    RETRY = "retry"  # a failed attempt: processing → pending at retry_at
+    FAILED = "failed"  # processing → failed for good
+    SNOOZED = "snoozed"  # processing → pending at retry_at, the attempt given back
+    ENDED = "ended"  # a cancelled run stopped without an outcome: only its lease ends
+
+
 @dataclass(frozen=True, slots=True)
 class Finish:
     """The end of one run, to be written by `Store.finish_many`: its code has stopped.
-
-    `error is None` means done with `result_json`; otherwise the job goes back to
-    pending at `retry_at`, or to failed when `retry_at` is None. The outcome applies only
-    while the job is still processing under `ref`; if an operator cancelled it meanwhile,
-    the outcome is dropped and only the run's lease ends. `outcome=False` (see `ended`)
-    is a run that stopped without an outcome because it was cancelled.
-    """
+    Built by the named constructors. The outcome applies only while the job is still
+    processing under `ref`; if an operator cancelled it meanwhile, the outcome is dropped
+    and only the run's lease ends."""
 
     ref: LeaseRef
+    kind: FinishKind
     result_json: str = "null"
     error: str | None = None
     retry_at: datetime | None = None
-    outcome: bool = True
+
+    @classmethod
+    def done(cls, ref: LeaseRef, result_json: str = "null") -> Finish:
+        return cls(ref, FinishKind.DONE, result_json=result_json)
+
+    @classmethod
+    def retry(cls, ref: LeaseRef, error: str, at: datetime) -> Finish:
+        return cls(ref, FinishKind.RETRY, error=error, retry_at=at)
+
+    @classmethod
+    def failed(cls, ref: LeaseRef, error: str) -> Finish:
+        return cls(ref, FinishKind.FAILED, error=error)
+
+    @classmethod
+    def snoozed(cls, ref: LeaseRef, at: datetime) -> Finish:
+        return cls(ref, FinishKind.SNOOZED, retry_at=at)
 
     @classmethod
     def ended(cls, ref: LeaseRef) -> Finish:
         """A cancelled run whose code has stopped: its lease ends, nothing else changes."""
-        return cls(ref, outcome=False)
+        return cls(ref, FinishKind.ENDED)
+
+    @property
+    def outcome(self) -> bool:
+        return self.kind != FinishKind.ENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,20 +245,14 @@ class RecoveryResult:
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
-    """Operator listing: newest first, keyset pagination by `before_id`."""
+    """Operator listing: newest first, keyset pagination by `before_id`. Plain data: build
+    it from caller input with `validation.job_filter`, which checks every value."""
 
     status: JobStatus | None = None
     type: str | None = None
     queue: str | None = None
     before_id: int | None = None
-    limit: int = 100
-
-    def __post_init__(self) -> None:
-        # filters follow the rules of the fields they match (InvalidJob otherwise), so an
-        # unstorable value is an input error on every store, never a driver error
-        from conveyor.validation import check_filter
-
-        check_filter(type=self.type, queue=self.queue, before_id=self.before_id, limit=self.limit)
+    limit: int = LIST_LIMIT_DEFAULT
 
 
 def seconds(value: float) -> timedelta:

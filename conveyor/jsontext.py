@@ -1,10 +1,13 @@
-"""JSON text in and out through the json module's C accelerators, called once per value.
+"""JSON text in and out, exactly as the json module writes and reads it, without its
+per-call overhead: a queue encodes a payload per enqueue and decodes one per claim.
 
-`JSONEncoder.encode` builds a new C encoder on every call and `json.loads` passes three
-Python frames before the C scanner; for a queue that encodes a payload per enqueue and
-decodes one per claim, the wrappers cost more than the work (a small payload: encode
-4.0 → 1.0 µs, decode 2.0 → 0.9 µs). The text is exactly what the json module produces
-and accepts; where its accelerators are missing, the module itself is used.
+Encoding calls the json module's C encoder directly, made once (its one undocumented door,
+`json.encoder.c_make_encoder`; where it is missing, the module's own encoder is used).
+Decoding uses the module's public `JSONDecoder.raw_decode`. Why not orjson or msgspec: they
+write NaN/Infinity as null and encode types JSON lacks (datetimes, UUIDs, enums, dataclasses;
+msgspec also sets and bytes), which payloads must refuse, orjson refuses integers beyond 64
+bits and reads them back as floats, and a 10,000-job `enqueue_many` was no faster with either
+(measured: docs/performance.md, "JSON codecs").
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ from typing import Any
 # Compact, UTF-8 rather than \u escapes, and strict: NaN/Infinity are not JSON (PostgreSQL's
 # jsonb refuses them too), so encoding one raises ValueError.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-_DECODER = json.JSONDecoder()
-# Not in the json module's typed surface, but there since Python 3.1 (checked in tests).
-_scan_once: Callable[[str, int], tuple[Any, int]] = getattr(_DECODER, "scan_once")  # noqa: B009
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 def _c_encoder() -> Callable[[object, int], Any] | None:
@@ -61,9 +62,9 @@ def loads(text: str | bytes | bytearray | memoryview) -> object:
     if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:
-        return json.loads(text)  # not a value at offset 0: json raises the precise error
+        value, end = _raw_decode(text)
+    except json.JSONDecodeError:
+        return json.loads(text)  # leading whitespace, or not JSON: json decides
     if end != len(text):
-        return json.loads(text)  # whitespace or trailing data: json decides
+        return json.loads(text)  # trailing whitespace or data: json decides
     return value

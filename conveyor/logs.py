@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 # Field order of a job line; the slot name (`worker`) is shown as the [WORKER-n] prefix.
 _FIELDS = ("job", "type", "priority", "attempt", "status", "duration", "error", "retry_in")
@@ -107,12 +107,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _CliHandler(logging.StreamHandler[TextIO]):
+    """The handler `setup_logging` installs, so that it replaces only its own."""
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """The `conveyor` command's logging: its lines on stderr, in text or JSON. For the CLI
+    process only: library use (`Conveyor(...)`, a WorkerPool in your own program) never
+    touches logging, and this replaces no handler but one it installed itself."""
+    handler = _CliHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _CliHandler):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     # uvicorn's per-request access lines would drown the job lines

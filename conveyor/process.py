@@ -11,22 +11,96 @@ import threading
 from collections.abc import Callable, Coroutine
 
 from conveyor.app import Conveyor
-from conveyor.errors import StoreFileReplaced
+from conveyor.errors import StoreFileReplaced, StoreUnavailable
 from conveyor.loader import load_app
-from conveyor.logs import setup_logging
 from conveyor.metrics import Metrics
-from conveyor.settings import Settings
+from conveyor.settings import Settings, redact_url
+from conveyor.stores import Store, open_store
 from conveyor.worker import PoolConfig, WorkerPool
+from conveyor.worker.isolation import IsolationConfig
 
 log = logging.getLogger("conveyor")
 
 
-def prepare_app(settings: Settings) -> Conveyor:
-    """Load the app, point it at the settings' store, create the schema when missing."""
+def configured_app(settings: Settings) -> Conveyor:
+    """Load the app (--app) and point it at its store, without connecting yet. SPEC §3
+    "Which database": an app built with a URL (`Conveyor("sqlite:///jobs.db")`) keeps it
+    unless --database-url is given on the command line; an app built without one, such as
+    the demo app, reads DATABASE_URL from the environment and .env. --max-attempts alike."""
     app = load_app(settings.app)
-    app.configure(database_url=settings.database_url, max_attempts=settings.max_attempts)
-    _ = app.store  # connect now, so a bad URL fails before anything starts
+    app.configure(
+        database_url=settings.database_url if "database_url" in settings.flags else None,
+        max_attempts=settings.max_attempts if "max_attempts" in settings.flags else None,
+    )
     return app
+
+
+def prepare_app(settings: Settings, *, create_schema: bool = True) -> Conveyor:
+    """The configured app, connected (a bad URL fails before anything starts). A missing
+    schema is created (`serve`, `worker`, `seed`), or, with `create_schema=False`, is an
+    error that says to run `conveyor migrate` and creates nothing."""
+    app = configured_app(settings)
+    if not create_schema:
+        open_existing_store(app.database_url).close()
+    _ = app.store  # opens the store, creating the schema when it is missing
+    return app
+
+
+def store_url(settings: Settings) -> str:
+    """The URL of the store a command uses: --database-url when given on the command line,
+    else the app's own (which is DATABASE_URL for an app built without one)."""
+    if "database_url" in settings.flags:
+        return settings.database_url
+    return configured_app(settings).database_url
+
+
+def open_existing_store(url: str) -> Store:
+    """The store at `url`, which must have Conveyor's schema: otherwise StoreUnavailable
+    saying to run `conveyor migrate`, and nothing is created (not even a SQLite file)."""
+    store = open_store(url)
+    try:
+        require_schema(store, url)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def require_schema(store: Store, url: str) -> None:
+    if store.schema_version() > 0:
+        return
+    what = "has no Conveyor schema"
+    if url.lower().startswith("sqlite:"):
+        from conveyor.stores.sqlite.store import path_from_url
+
+        path = path_from_url(url)
+        special = path == ":memory:" or path.startswith("file:")
+        if not special and not os.path.lexists(path):
+            what = f"does not exist ({os.path.abspath(path)})"
+    raise StoreUnavailable(
+        f"{redact_url(url)} {what}: run `conveyor migrate` "
+        "(`conveyor serve` and `conveyor worker` create it too)"
+    )
+
+
+def log_store(app: Conveyor, settings: Settings) -> None:
+    """The first log line of `serve` and `worker`, once the store is open (a store that
+    cannot be opened is an error line of its own): which store, its password hidden; and
+    a warning when DATABASE_URL names another store than the app's own, which wins."""
+    log.info("store: %s", redact_url(app.database_url))
+    env_url = settings.database_url
+    if (
+        app.has_own_database_url
+        and "database_url" not in settings.flags
+        and "database_url" in settings.model_fields_set  # from the environment or .env
+        and env_url != app.database_url
+    ):
+        log.warning(
+            "DATABASE_URL (%s) is not used: %s names its own store; "
+            "--database-url on the command line overrides it",
+            redact_url(env_url),
+            settings.app,
+        )
 
 
 def pool_config(settings: Settings) -> PoolConfig:
@@ -37,43 +111,68 @@ def pool_config(settings: Settings) -> PoolConfig:
         queues=settings.queue_list,
         lease=settings.lease,
         shutdown_timeout=settings.shutdown_timeout,
+        isolation=IsolationConfig(
+            every_sync_task=settings.pool == "process",
+            max_tasks_per_child=settings.max_tasks_per_child or None,
+            max_memory_per_child=settings.max_memory_per_child or None,
+            app_spec=settings.app,  # where a child process finds the tasks
+        ),
     )
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT only set the stop event; the pool does the rest (SPEC §3 shutdown)."""
+def install_stop_signals(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """SPEC §3 graceful shutdown. The first SIGTERM/SIGINT sets `stop`: stop claiming, let
+    running jobs finish for up to shutdown_timeout. One during that wait sets `hurry`: hand
+    running jobs back at once. The pool does the rest."""
     loop = asyncio.get_running_loop()
+
+    def received(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received", sig.name)
+            stop.set()
+        elif not hurry.is_set():
+            log.warning("%s again: handing running jobs back now", sig.name)
+            hurry.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, received, sig)
 
 
 def run_worker(settings: Settings) -> int:
-    setup_logging(settings.log_format, settings.log_level)
+    """`conveyor worker`. Logging is the caller's: the CLI sets it up (conveyor.logs)."""
     app = prepare_app(settings)
+    log_store(app, settings)
 
-    async def main(stop: asyncio.Event) -> None:
-        await WorkerPool(app, pool_config(settings), metrics=Metrics()).run(stop)
+    async def main(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+        await WorkerPool(app, pool_config(settings), metrics=Metrics()).run(stop, hurry)
 
     return _run(app, main)
 
 
 def run_serve(settings: Settings) -> int:
     """`conveyor serve`: the HTTP API and (unless --workers 0) a worker pool, one process."""
-    setup_logging(settings.log_format, settings.log_level)
     app = prepare_app(settings)
+    log_store(app, settings)
 
-    async def main(stop: asyncio.Event) -> None:
-        await serve(app, settings, stop)
+    async def main(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+        await serve(app, settings, stop, hurry=hurry)
 
     return _run(app, main)
 
 
 async def serve(
-    app: Conveyor, settings: Settings, stop: asyncio.Event, *, metrics: Metrics | None = None
+    app: Conveyor,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    metrics: Metrics | None = None,
+    hurry: asyncio.Event | None = None,
 ) -> None:
     """Serve HTTP and run the pool on this loop until `stop` is set. Then HTTP stops
-    accepting and finishes its requests while the pool finishes or hands back its jobs.
-    If either side ends on its own (a crash), the other is stopped too."""
+    accepting and finishes its requests while the pool finishes or hands back its jobs;
+    `hurry` (a second signal) cuts both waits short. If either side ends on its own (a
+    crash), the other is stopped too."""
+    hurry = hurry or asyncio.Event()
     # Imported here: the HTTP stack (FastAPI, uvicorn, prometheus_client, Jinja2) costs a
     # fifth of a second at startup that `conveyor worker` and the job commands do not need.
     from conveyor.api import create_app
@@ -107,13 +206,15 @@ async def serve(
 
     async def workers() -> None:
         try:
-            await (pool.run(stop) if pool is not None else stop.wait())
+            await (pool.run(stop, hurry) if pool is not None else stop.wait())
         finally:
             server.should_exit = True
 
     async def watch() -> None:
         await stop.wait()
         server.should_exit = True
+        await hurry.wait()
+        server.force_exit = True  # no more waiting for open connections either
 
     watcher = asyncio.create_task(watch(), name="conveyor-serve-stop")
     try:
@@ -139,10 +240,9 @@ async def _abandon_stragglers() -> None:
 
 def _loop_factory(database_url: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop for a SQLite store where it is installed (a dependency except on Windows),
-    otherwise asyncio's own loop. Measured side by side (`compare`, 3 repeats each way): on
-    SQLite the worker's own event-loop work is the limit, and uvloop drains 13.1k -> 17.8k
-    jobs/s; on PostgreSQL the database is the limit and uvloop drained less (15.3k ->
-    14.0k, and 16.1k -> 12.1k in a 5-repeat run), so PostgreSQL workers keep asyncio."""
+    otherwise asyncio's own loop. On SQLite the worker's own event-loop work is the limit
+    and uvloop drains faster; on PostgreSQL it drained slower, so PostgreSQL workers keep
+    asyncio (measured: docs/performance.md, second round, "uvloop")."""
     if not database_url.startswith("sqlite"):
         return None
     try:
@@ -200,14 +300,18 @@ def _exit_now() -> None:
     os._exit(1)
 
 
-def _run(app: Conveyor, main: Callable[[asyncio.Event], Coroutine[None, None, None]]) -> int:
+def _run(
+    app: Conveyor,
+    main: Callable[[asyncio.Event, asyncio.Event], Coroutine[None, None, None]],
+) -> int:
     async def guarded() -> None:
         stop = asyncio.Event()
-        install_stop_signals(stop)
+        hurry = asyncio.Event()
+        install_stop_signals(stop, hurry)
         watch = StoreWatch(app, stop)
         watcher = asyncio.create_task(watch.run(), name="conveyor-store-watch")
         try:
-            await main(stop)
+            await main(stop, hurry)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

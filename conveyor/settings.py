@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.jobs import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_MAX, MAX_ATTEMPTS_MIN
+
+# SPEC §3's defaults, each defined here once: Settings, the worker's PoolConfig, the HTTP
+# server and the CLI's help texts read them from these names.
 DEFAULT_DATABASE_URL = "sqlite:///conveyor.db"
 DEFAULT_APP = "conveyor.demo:app"
+DEFAULT_WORKERS = 5
+DEFAULT_FETCH_INTERVAL = 5.0  # seconds
+DEFAULT_FETCH_LIMIT = 10
+DEFAULT_LEASE = 30.0  # seconds
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0  # seconds
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 def _env(name: str) -> AliasChoices:
@@ -18,7 +31,8 @@ def _env(name: str) -> AliasChoices:
 
 class Settings(BaseSettings):
     """SPEC §3's option table. Construct with only the flags the user gave:
-    `Settings(**given)`; pydantic-settings fills the rest from the environment and .env."""
+    `Settings(**given)`; pydantic-settings fills the rest from the environment and .env.
+    `flags` remembers which settings were given that way (on the command line)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
@@ -27,27 +41,63 @@ class Settings(BaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias=_env("DATABASE_URL"))
     app: str = Field(DEFAULT_APP, validation_alias=AliasChoices("app", "CONVEYOR_APP"))
     workers: int = Field(
-        5, ge=0, le=10_000, validation_alias=AliasChoices("workers", "WORKER_COUNT")
+        DEFAULT_WORKERS, ge=0, le=10_000, validation_alias=AliasChoices("workers", "WORKER_COUNT")
     )
-    fetch_interval: float = Field(5.0, gt=0, le=3600, validation_alias=_env("FETCH_INTERVAL"))
-    fetch_limit: int = Field(10, ge=1, le=10_000, validation_alias=_env("FETCH_LIMIT"))
+    fetch_interval: float = Field(
+        DEFAULT_FETCH_INTERVAL, gt=0, le=3600, validation_alias=_env("FETCH_INTERVAL")
+    )
+    fetch_limit: int = Field(
+        DEFAULT_FETCH_LIMIT, ge=1, le=10_000, validation_alias=_env("FETCH_LIMIT")
+    )
     queues: str = Field("", validation_alias=AliasChoices("queues", "CONVEYOR_QUEUES"))
     lease: float = Field(
-        30.0, gt=0, le=86_400, validation_alias=AliasChoices("lease", "LEASE_SECONDS")
+        DEFAULT_LEASE, gt=0, le=86_400, validation_alias=AliasChoices("lease", "LEASE_SECONDS")
     )
     shutdown_timeout: float = Field(
-        30.0, ge=0, le=86_400, validation_alias=_env("SHUTDOWN_TIMEOUT")
+        DEFAULT_SHUTDOWN_TIMEOUT, ge=0, le=86_400, validation_alias=_env("SHUTDOWN_TIMEOUT")
     )
-    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
-    port: int = Field(8080, ge=0, le=65_535, validation_alias=_env("PORT"))
+    host: str = Field(DEFAULT_HOST, validation_alias=_env("HOST"))
+    port: int = Field(DEFAULT_PORT, ge=0, le=65_535, validation_alias=_env("PORT"))
     api_token: str | None = Field(None, validation_alias=_env("API_TOKEN"))
     # None: unset (loopback names only on a loopback bind, any name otherwise); see
     # conveyor/api/security.py's HostPolicy.
     allowed_hosts: str | None = Field(None, validation_alias=_env("ALLOWED_HOSTS"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
-    max_attempts: int = Field(5, ge=1, le=1000, validation_alias=_env("MAX_ATTEMPTS"))
-    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias=_env("MAX_BODY_BYTES"))
+    max_attempts: int = Field(
+        DEFAULT_MAX_ATTEMPTS,
+        ge=MAX_ATTEMPTS_MIN,
+        le=MAX_ATTEMPTS_MAX,
+        validation_alias=_env("MAX_ATTEMPTS"),
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES, ge=1024, validation_alias=_env("MAX_BODY_BYTES")
+    )
+    # SPEC §6 process isolation: `process` runs every sync task in a child process
+    pool: Literal["thread", "process"] = Field("thread", validation_alias=_env("WORKER_POOL"))
+    max_tasks_per_child: int | None = Field(  # None or 0: unlimited
+        None, ge=0, validation_alias=_env("MAX_TASKS_PER_CHILD")
+    )
+    max_memory_per_child: float | None = Field(  # MiB; None or 0: unlimited
+        None, ge=0, validation_alias=_env("MAX_MEMORY_PER_CHILD")
+    )
+
+    _flags: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._flags = frozenset(
+            name
+            for name, value in values.items()
+            if name in Settings.model_fields and value is not None
+        )
+
+    @property
+    def flags(self) -> frozenset[str]:
+        """The settings given as keyword arguments, i.e. on the command line; the others
+        came from the environment, .env or the defaults. SPEC §3 "Which database": only a
+        --database-url given on the command line overrides the URL an app was built with."""
+        return self._flags
 
     @field_validator("log_level")
     @classmethod
@@ -56,6 +106,11 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -66,3 +121,15 @@ class Settings(BaseSettings):
     def queue_list(self) -> list[str] | None:
         names = [q.strip() for q in self.queues.split(",") if q.strip()]
         return names or None
+
+
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password shown as ***, for logs and messages:
+    postgresql://user:secret@host/db -> postgresql://user:***@host/db (also a
+    `?password=` parameter). SQLite URLs come back unchanged."""
+    url = _USERINFO_PASSWORD.sub(r"\1:***@", url, count=1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)

@@ -1,7 +1,9 @@
-"""Build a NewJob from caller input, enforcing SPEC §1 ranges with one-line messages.
+"""Caller input → validated domain values, enforcing SPEC §1 ranges with one-line messages.
 
-Every entry point (Python API, CLI, HTTP API) goes through `new_job`, so the same
+Every entry point (Python API, CLI, HTTP API) builds its jobs with `new_job` and its
+listing filters with `job_filter`, and parses `run_at` with `parse_run_at`, so the same
 input is accepted or refused the same way everywhere, and nothing invalid reaches a store.
+The ranges themselves are defined once, in conveyor/jobs.py.
 """
 
 from __future__ import annotations
@@ -10,8 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 from conveyor import jobs
 from conveyor.errors import InvalidJob
-from conveyor.jobs import NewJob
+from conveyor.jobs import JobFilter, JobStatus, NewJob
 from conveyor.payloads import encode_payload
+
+# The longest retention `prune` takes: 100 years of 365 days. Beyond any real retention,
+# and `now` minus it stays far inside what Python's datetime and both stores' timestamps
+# hold (PostgreSQL refused a cutoff before 4713 BC, Python's arithmetic overflowed past
+# timedelta's 999999999 days): one answer on both stores.
+MAX_RETENTION_DAYS = 36500
+_STATUSES = ", ".join(s.value for s in JobStatus)
 
 
 def check_name(value: object, field: str, max_len: int) -> str:
@@ -30,18 +39,45 @@ def check_name(value: object, field: str, max_len: int) -> str:
     return value
 
 
-ID_MAX = 2**63 - 1
-
-
-def check_filter(*, type: str | None, queue: str | None, before_id: int | None, limit: int) -> None:
-    """Listing filters follow the same rules as the fields they match; InvalidJob otherwise."""
+def job_filter(
+    *,
+    status: JobStatus | str | None = None,
+    type: str | None = None,
+    queue: str | None = None,
+    before_id: int | None = None,
+    limit: int = jobs.LIST_LIMIT_DEFAULT,
+) -> JobFilter:
+    """A listing filter whose values follow the rules of the fields they match (InvalidJob
+    otherwise), so an unstorable value is an input error on every store, never a driver
+    error. `status` may be a JobStatus or its value ("failed")."""
+    if status is not None and not isinstance(status, JobStatus):
+        try:
+            status = JobStatus(status)
+        except ValueError:
+            raise InvalidJob(f"status must be one of {_STATUSES}") from None
     if type is not None:
         check_name(type, "type", jobs.NAME_MAX)
     if queue is not None:
         check_name(queue, "queue", jobs.NAME_MAX)
     if before_id is not None:
-        _check_int(before_id, "before_id", 1, ID_MAX)
-    _check_int(limit, "limit", 1, 1000)
+        _check_int(before_id, "before_id", 1, jobs.ID_MAX)
+    _check_int(limit, "limit", 1, jobs.LIST_LIMIT_MAX)
+    return JobFilter(status=status, type=type, queue=queue, before_id=before_id, limit=limit)
+
+
+def absent_id(job_id: object) -> bool:
+    """True for an integer no store can hold as an id (below 1, or beyond 64 bits): it
+    names no job, on every store alike, without asking one (a driver would refuse it)."""
+    return type(job_id) is int and not 1 <= job_id <= jobs.ID_MAX
+
+
+def retention(older_than: timedelta) -> timedelta:
+    """A prune age: from 0 to MAX_RETENTION_DAYS; InvalidJob otherwise."""
+    if not isinstance(older_than, timedelta):
+        raise InvalidJob("older_than must be a timedelta")
+    if not timedelta(0) <= older_than <= timedelta(days=MAX_RETENTION_DAYS):
+        raise InvalidJob(f"older_than must be between 0 and {MAX_RETENTION_DAYS} days (100 years)")
+    return older_than
 
 
 def _check_int(value: object, field: str, low: int, high: int) -> int:
@@ -52,8 +88,28 @@ def _check_int(value: object, field: str, low: int, high: int) -> int:
     return value
 
 
+def parse_run_at(value: object) -> datetime:
+    """`run_at` as an aware UTC datetime, from a datetime with a timezone or ISO 8601 text
+    with one (RFC 3339's lowercase "t" and "z" too: `2030-01-01t12:00:00z`); InvalidJob
+    otherwise. The one parser of every entry point (Python API, CLI, HTTP schemas)."""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = datetime.fromisoformat(text.upper())  # fromisoformat wants "T" and "Z"
+        except ValueError:
+            raise InvalidJob(f"run_at is not an ISO 8601 timestamp: {text[:40]!r}") from None
+    if not isinstance(value, datetime):
+        raise InvalidJob("run_at must be an ISO 8601 timestamp (or a datetime) with a timezone")
+    if value.tzinfo is None:
+        raise InvalidJob("run_at must carry a timezone, e.g. 2030-01-01T12:00:00Z")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidJob("run_at is out of range") from None
+
+
 def resolve_run_at(delay: float | None, run_at: datetime | str | None) -> datetime | None:
-    """None means 'now by the store's clock'. run_at may be ISO 8601 text with a timezone."""
+    """When the job may run: None means 'now by the store's clock'."""
     if delay is not None and run_at is not None:
         raise InvalidJob("give either delay or run_at, not both")
     if delay is not None:
@@ -62,22 +118,7 @@ def resolve_run_at(delay: float | None, run_at: datetime | str | None) -> dateti
         if not 0 <= delay <= jobs.DELAY_MAX_SECONDS:
             raise InvalidJob(f"delay must be between 0 and {jobs.DELAY_MAX_SECONDS} seconds")
         return None if delay == 0 else jobs.utcnow() + timedelta(seconds=delay)
-    if isinstance(run_at, str):
-        text = run_at
-        try:
-            run_at = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidJob(f"run_at is not an ISO 8601 timestamp: {text[:40]!r}") from None
-    if run_at is not None:
-        if not isinstance(run_at, datetime):
-            raise InvalidJob("run_at must be a datetime")
-        if run_at.tzinfo is None:
-            raise InvalidJob("run_at must carry a timezone")
-        try:
-            return run_at.astimezone(UTC)
-        except OverflowError:
-            raise InvalidJob("run_at is out of range") from None
-    return None
+    return None if run_at is None else parse_run_at(run_at)
 
 
 def new_job(
@@ -90,7 +131,7 @@ def new_job(
     delay: float | None = None,
     run_at: datetime | str | None = None,
     unique_key: str | None = None,
-    default_max_attempts: int = 5,
+    default_max_attempts: int = jobs.DEFAULT_MAX_ATTEMPTS,
 ) -> NewJob:
     """Validate one job's fields and encode its payload; raises InvalidJob."""
     return NewJob(
@@ -98,7 +139,10 @@ def new_job(
         payload_json=encode_payload(payload),
         queue=check_name(jobs.DEFAULT_QUEUE if queue is None else queue, "queue", jobs.NAME_MAX),
         priority=_check_int(
-            0 if priority is None else priority, "priority", jobs.PRIORITY_MIN, jobs.PRIORITY_MAX
+            jobs.DEFAULT_PRIORITY if priority is None else priority,
+            "priority",
+            jobs.PRIORITY_MIN,
+            jobs.PRIORITY_MAX,
         ),
         max_attempts=_check_int(
             default_max_attempts if max_attempts is None else max_attempts,

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from conveyor.api.schemas import (
-    ID_MAX,
     BatchIn,
     JobIn,
     JobOut,
@@ -20,10 +19,9 @@ from conveyor.api.schemas import (
 )
 from conveyor.app import Conveyor
 from conveyor.errors import JobNotFound
-from conveyor.jobs import Job, JobFilter, JobStatus
+from conveyor.jobs import ID_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, Job, JobStatus
 
 JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="the job's id")]
-LIMIT_DEFAULT, LIMIT_MAX = 100, 1000
 
 
 def _job(job: Job, status_code: int = 200) -> JSONResponse:
@@ -77,14 +75,17 @@ def router(conveyor: Conveyor) -> APIRouter:
         status: JobStatus | None = None,
         type: Annotated[TypeFilter | None, Query()] = None,
         queue: Annotated[QueueFilter | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = LIMIT_DEFAULT,
+        limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_DEFAULT,
         before_id: Annotated[
             int | None, Query(ge=1, le=ID_MAX, description="page: jobs with a smaller id")
         ] = None,
     ) -> JSONResponse:
         """Newest first. For the next page pass the last id you received as `before_id`."""
-        query = JobFilter(status=status, type=type, queue=queue, before_id=before_id, limit=limit)
-        return _jobs(conveyor.store.list_jobs(query))
+        return _jobs(
+            conveyor.list_jobs(
+                status=status, type=type, queue=queue, before_id=before_id, limit=limit
+            )
+        )
 
     @api.get(
         "/{job_id}",
@@ -107,7 +108,7 @@ def router(conveyor: Conveyor) -> APIRouter:
     def cancel(job_id: JobId) -> JSONResponse:
         """409 when the job has already finished. A running job's worker learns of the
         cancellation at its next heartbeat and stops it; the run holds the job until then."""
-        return _job(conveyor.store.cancel(job_id))
+        return _job(conveyor.cancel(job_id))
 
     @api.post(
         "/{job_id}/retry",
@@ -120,6 +121,6 @@ def router(conveyor: Conveyor) -> APIRouter:
         needed so at least one more attempt runs. 409 unless failed or cancelled. A job
         cancelled while running starts again only once that run has stopped (or its lease
         has expired, if its worker died): never two runs at once."""
-        return _job(conveyor.store.retry(job_id))
+        return _job(conveyor.retry(job_id))
 
     return api

@@ -90,7 +90,7 @@ class _ScrapeTime(Collector):
         yield GaugeMetricFamily("conveyor_worker_slots_total", "Job slots", snap["slots_total"])
         yield GaugeMetricFamily("conveyor_worker_slots_busy", "Busy job slots", snap["slots_busy"])
         try:
-            stats = self._conveyor.store.stats()
+            stats = self._conveyor.stats()
         except ConveyorError:
             yield GaugeMetricFamily("conveyor_store_up", "1 when the store answered", 0)
             return

@@ -9,7 +9,7 @@ the CLI prints too.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -24,24 +24,15 @@ from pydantic import (
 )
 
 from conveyor import jobs
-from conveyor.validation import check_name
+from conveyor.validation import check_name, parse_run_at
 
 
-def _parse_run_at(value: object) -> datetime:
-    """ISO 8601 text with a timezone → aware UTC datetime (same rule as the Python API)."""
+def _run_at(value: object) -> datetime:
+    # JSON has no datetime: only text reaches the one parser (InvalidJob is a ValueError,
+    # which pydantic reports as a 422 with its message)
     if not isinstance(value, str):
         raise ValueError("run_at must be an ISO 8601 timestamp string with a timezone")
-    try:
-        # RFC 3339 allows a lowercase "t" and "z"; fromisoformat does not
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
-        raise ValueError(f"run_at is not an ISO 8601 timestamp: {value[:40]!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError("run_at must carry a timezone, e.g. 2030-01-01T12:00:00Z")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("run_at is out of range") from None
+    return parse_run_at(value)
 
 
 def _name(field: str, max_len: int) -> AfterValidator:
@@ -76,7 +67,7 @@ MaxAttempts = Annotated[
 Delay = Annotated[float, Field(strict=True, ge=0, le=jobs.DELAY_MAX_SECONDS, allow_inf_nan=False)]
 RunAt = Annotated[
     datetime,
-    PlainValidator(_parse_run_at),
+    PlainValidator(_run_at),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
@@ -91,9 +82,6 @@ QueueFilter = Annotated[
     Field(min_length=1, max_length=jobs.NAME_MAX, json_schema_extra=NO_NUL),
     _name("queue", jobs.NAME_MAX),
 ]
-
-# Ids are 64-bit in both stores; larger numbers are refused before they reach a driver.
-ID_MAX = 2**63 - 1
 
 
 class JobIn(BaseModel):
@@ -113,9 +101,15 @@ class JobIn(BaseModel):
 
     type: TypeName = Field(description="the task that runs the job")
     payload: Any = Field(None, description="any JSON value; an object becomes keyword arguments")
-    priority: Priority | None = Field(None, description="higher runs first; default 0")
-    queue: QueueName | None = Field(None, description='default "default" (or the task\'s queue)')
-    max_attempts: MaxAttempts | None = Field(None, description="default: the task's, else 5")
+    priority: Priority | None = Field(
+        None, description=f"higher runs first; default {jobs.DEFAULT_PRIORITY}"
+    )
+    queue: QueueName | None = Field(
+        None, description=f'default "{jobs.DEFAULT_QUEUE}" (or the task\'s queue)'
+    )
+    max_attempts: MaxAttempts | None = Field(
+        None, description=f"default: the task's, else MAX_ATTEMPTS ({jobs.DEFAULT_MAX_ATTEMPTS})"
+    )
     delay: Delay | None = Field(None, description="seconds before it may run")
     run_at: RunAt | None = Field(None, description="not before this time (instead of delay)")
     unique_key: UniqueKey | None = Field(
@@ -161,6 +155,8 @@ class JobOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: float | None = Field(description="0 to 1, as the running task last reported it")
+    progress_message: str | None = Field(description="what the running task said it was doing")
 
 
 class JobsOut(BaseModel):

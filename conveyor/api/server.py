@@ -16,6 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from conveyor.errors import ConfigurationError
+from conveyor.settings import DEFAULT_SHUTDOWN_TIMEOUT
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -50,7 +51,7 @@ class ApiServer(uvicorn.Server):
         self,
         app: ASGIApp,
         *,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         on_started: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(

@@ -40,7 +40,7 @@ def metrics_router(conveyor: Conveyor, metrics: Metrics, exporter: PrometheusExp
         if wants_prometheus(accept):
             body, content_type = exporter.render(accept or "")
             return Response(body, headers={"Content-Type": content_type})
-        return JSONResponse({**metrics.snapshot(), "queues": conveyor.store.stats()})
+        return JSONResponse({**metrics.snapshot(), "queues": conveyor.stats()})
 
     return api
 
@@ -66,7 +66,7 @@ def probes_router(conveyor: Conveyor) -> APIRouter:
         needs the token. Cheap enough to poll every second: it takes no write lock (on
         SQLite: the file is the one first opened, its -wal and it are writable, one read)."""
         try:
-            conveyor.store.ping()
+            conveyor.ping()
         except ConveyorError as exc:
             return JSONResponse(
                 {"status": "unavailable", "detail": f"store unavailable: {exc}"}, status_code=503

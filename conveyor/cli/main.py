@@ -19,6 +19,8 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Rich markup would eat every "[env: …; default: …]" of the options' help.
+    rich_markup_mode=None,
 )
 run_commands.register(cli)
 jobs_commands.register(cli)

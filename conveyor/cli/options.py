@@ -7,12 +7,26 @@ from typing import Annotated
 
 import typer
 
+from conveyor.jobs import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_MAX, MAX_ATTEMPTS_MIN
+from conveyor.settings import (
+    DEFAULT_APP,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_FETCH_INTERVAL,
+    DEFAULT_FETCH_LIMIT,
+    DEFAULT_HOST,
+    DEFAULT_LEASE,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_WORKERS,
+)
+
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="sqlite:///path.db or postgresql://… [env: DATABASE_URL; "
-        "default sqlite:///conveyor.db]",
+        help="sqlite:///path.db or postgresql://…; given here, it also overrides the URL "
+        "the app was built with [env: DATABASE_URL, for apps built without a URL; "
+        f"default: the app's own URL, else {DEFAULT_DATABASE_URL}]",
         show_default=False,
     ),
 ]
@@ -20,8 +34,8 @@ AppSpec = Annotated[
     str | None,
     typer.Option(
         "--app",
-        help="module:attribute of your Conveyor app [env: CONVEYOR_APP; "
-        "default: the built-in demo app]",
+        help="module:attribute of your Conveyor app, e.g. myproject.jobs:app "
+        f"[env: CONVEYOR_APP; default: {DEFAULT_APP}, the built-in demo app]",
         show_default=False,
     ),
 ]
@@ -29,7 +43,7 @@ Workers = Annotated[
     int | None,
     typer.Option(
         "--workers",
-        help="concurrent jobs in this process [env: WORKER_COUNT; default 5]",
+        help=f"concurrent jobs in this process [env: WORKER_COUNT; default: {DEFAULT_WORKERS}]",
         show_default=False,
     ),
 ]
@@ -38,7 +52,7 @@ FetchInterval = Annotated[
     typer.Option(
         "--fetch-interval",
         help="max seconds between fetches when nothing wakes the "
-        "fetcher [env: FETCH_INTERVAL; default 5]",
+        f"fetcher [env: FETCH_INTERVAL; default: {DEFAULT_FETCH_INTERVAL:g}]",
         show_default=False,
     ),
 ]
@@ -46,7 +60,8 @@ FetchLimit = Annotated[
     int | None,
     typer.Option(
         "--fetch-limit",
-        help="jobs claimed per fetch, never more than free slots [env: FETCH_LIMIT; default 10]",
+        help="jobs claimed per fetch, never more than free slots "
+        f"[env: FETCH_LIMIT; default: {DEFAULT_FETCH_LIMIT}]",
         show_default=False,
     ),
 ]
@@ -54,7 +69,7 @@ Queues = Annotated[
     str | None,
     typer.Option(
         "--queues",
-        help="comma-separated queues to serve [env: CONVEYOR_QUEUES; default all]",
+        help="comma-separated queues to serve [env: CONVEYOR_QUEUES; default: all queues]",
         show_default=False,
     ),
 ]
@@ -62,7 +77,8 @@ Lease = Annotated[
     float | None,
     typer.Option(
         "--lease",
-        help="lease seconds, renewed while a job runs [env: LEASE_SECONDS; default 30]",
+        help="lease seconds, renewed while a job runs "
+        f"[env: LEASE_SECONDS; default: {DEFAULT_LEASE:g}]",
         show_default=False,
     ),
 ]
@@ -70,14 +86,17 @@ ShutdownTimeout = Annotated[
     float | None,
     typer.Option(
         "--shutdown-timeout",
-        help="seconds running jobs get to finish on SIGTERM [env: SHUTDOWN_TIMEOUT; default 30]",
+        help="seconds running jobs get to finish on SIGTERM or SIGINT; a second signal "
+        f"hands them back at once [env: SHUTDOWN_TIMEOUT; default: {DEFAULT_SHUTDOWN_TIMEOUT:g}]",
         show_default=False,
     ),
 ]
 Host = Annotated[
     str | None,
     typer.Option(
-        "--host", help="HTTP bind address [env: HOST; default 127.0.0.1]", show_default=False
+        "--host",
+        help=f"HTTP bind address [env: HOST; default: {DEFAULT_HOST}]",
+        show_default=False,
     ),
 ]
 AllowedHosts = Annotated[
@@ -93,19 +112,23 @@ AllowedHosts = Annotated[
 ]
 Port = Annotated[
     int | None,
-    typer.Option("--port", help="HTTP port [env: PORT; default 8080]", show_default=False),
+    typer.Option(
+        "--port",
+        help=f"HTTP port, 0 for any free one [env: PORT; default: {DEFAULT_PORT}]",
+        show_default=False,
+    ),
 ]
 LogFormat = Annotated[
     str | None,
     typer.Option(
-        "--log-format", help="text or json [env: LOG_FORMAT; default text]", show_default=False
+        "--log-format", help="text or json [env: LOG_FORMAT; default: text]", show_default=False
     ),
 ]
 LogLevel = Annotated[
     str | None,
     typer.Option(
         "--log-level",
-        help="DEBUG, INFO, WARNING, ERROR [env: LOG_LEVEL; default INFO]",
+        help="DEBUG, INFO, WARNING, ERROR [env: LOG_LEVEL; default: INFO]",
         show_default=False,
     ),
 ]
@@ -113,8 +136,49 @@ MaxAttempts = Annotated[
     int | None,
     typer.Option(
         "--max-attempts",
-        help="default max_attempts for tasks that set none [env: MAX_ATTEMPTS; default 5]",
+        help="default max_attempts for tasks that set none "
+        f"[env: MAX_ATTEMPTS; default: {DEFAULT_MAX_ATTEMPTS}]",
         show_default=False,
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+Pool = Annotated[
+    str | None,
+    typer.Option(
+        "--pool",
+        help="where sync tasks run: thread (the worker's thread pool) or process (each in a "
+        "child process, killed at its timeout or cancel; isolated=True tasks always are) "
+        "[env: WORKER_POOL; default: thread]",
+        show_default=False,
+    ),
+]
+MaxTasksPerChild = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tasks-per-child",
+        help="replace a task's child process after this many jobs, 0 for never "
+        "[env: MAX_TASKS_PER_CHILD; default: never]",
+        show_default=False,
+    ),
+]
+MaxMemoryPerChild = Annotated[
+    float | None,
+    typer.Option(
+        "--max-memory-per-child",
+        help="replace a task's child process whose resident memory after a job is over this "
+        "many MiB, 0 for no limit [env: MAX_MEMORY_PER_CHILD; default: no limit]",
+        show_default=False,
+    ),
+]
+JobMaxAttempts = Annotated[
+    int | None,
+    typer.Option(
+        "--max-attempts",
+        help=f"attempts before the job fails for good, {MAX_ATTEMPTS_MIN} to {MAX_ATTEMPTS_MAX} "
+        "[env: MAX_ATTEMPTS, for tasks that set none; "
+        f"default: the task's own, else {DEFAULT_MAX_ATTEMPTS}]",
+        show_default=False,
+    ),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="print JSON instead of a table [default: a table]")
+]

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from conveyor.cli import options as opt
+from conveyor.logs import setup_logging
 from conveyor.settings import Settings
 from conveyor.stores import open_store
 
@@ -23,10 +24,11 @@ def register(cli: typer.Typer) -> None:
     cli.command()(worker)
 
 
-def migrate(database_url: opt.DatabaseUrl = None) -> None:
+def migrate(database_url: opt.DatabaseUrl = None, app: opt.AppSpec = None) -> None:
     """Create or upgrade the schema (idempotent, versioned)."""
-    settings = settings_from(database_url=database_url)
-    store = open_store(settings.database_url)
+    from conveyor.process import store_url
+
+    store = open_store(store_url(settings_from(database_url=database_url, app=app)))
     try:
         before = store.schema_version()
         after = store.migrate()
@@ -50,6 +52,9 @@ def worker(
     log_format: opt.LogFormat = None,
     log_level: opt.LogLevel = None,
     max_attempts: opt.MaxAttempts = None,
+    pool: opt.Pool = None,
+    max_tasks_per_child: opt.MaxTasksPerChild = None,
+    max_memory_per_child: opt.MaxMemoryPerChild = None,
 ) -> int:
     """Run a worker pool only (add as many as you like, on any machine, same database)."""
     from conveyor.process import run_worker
@@ -66,9 +71,13 @@ def worker(
         log_format=log_format,
         log_level=log_level,
         max_attempts=max_attempts,
+        pool=pool,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
     )
     if settings.workers < 1:
         raise typer.BadParameter("a worker needs --workers of at least 1")
+    setup_logging(settings.log_format, settings.log_level)
     return run_worker(settings)
 
 
@@ -87,6 +96,9 @@ def serve(
     log_format: opt.LogFormat = None,
     log_level: opt.LogLevel = None,
     max_attempts: opt.MaxAttempts = None,
+    pool: opt.Pool = None,
+    max_tasks_per_child: opt.MaxTasksPerChild = None,
+    max_memory_per_child: opt.MaxMemoryPerChild = None,
 ) -> int:
     """HTTP API + dashboard and a worker pool in one process (--workers 0: API only).
 
@@ -114,8 +126,12 @@ def serve(
         log_format=log_format,
         log_level=log_level,
         max_attempts=max_attempts,
+        pool=pool,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
     )
     # Refuse a bad API_TOKEN or ALLOWED_HOSTS before the store is opened or migrated.
     configured_token(settings.api_token)
     HostPolicy.from_settings(settings)
+    setup_logging(settings.log_format, settings.log_level)
     return run_serve(settings)

@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
-from conveyor.jobs import Job, JobFilter, JobStatus
+from conveyor.jobs import Job, JobStatus
 from conveyor.metrics import Metrics
 
 RECENT_JOBS = 50
@@ -51,8 +51,8 @@ def overview(conveyor: Conveyor, metrics: Metrics, *, recent: int = RECENT_JOBS)
     statuses = [s.value for s in JobStatus]
     counters = metrics.snapshot()
     try:
-        stats = conveyor.store.stats()
-        jobs = conveyor.store.list_jobs(JobFilter(limit=recent))
+        stats = conveyor.stats()
+        jobs = conveyor.list_jobs(limit=recent)
     except ConveyorError as exc:
         return Overview(statuses=statuses, counters=counters, store_error=str(exc))
     rows = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from conveyor.jobs import (
@@ -40,6 +40,7 @@ class Notifier(abc.ABC):
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._cancel_listeners: list[Callable[[int | None], None]] = []
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -70,6 +71,16 @@ class Notifier(abc.ABC):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._event.set)
 
+    def add_cancel_listener(self, callback: Callable[[int | None], None]) -> None:
+        """Call `callback(job_id)` when a job that a run holds is cancelled (`None`: the
+        store cannot tell which), from any thread, so its worker stops it within a second
+        instead of at its next heartbeat."""
+        self._cancel_listeners.append(callback)
+
+    def _job_cancelled(self, job_id: int | None) -> None:
+        for callback in list(self._cancel_listeners):
+            callback(job_id)
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop listening and release the connection."""
@@ -86,6 +97,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def schema_version(self) -> int:
         """The applied schema version (0 when the schema is missing)."""
+
+    @property
+    @abc.abstractmethod
+    def latest_version(self) -> int:
+        """The schema version this code migrates to."""
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -150,10 +166,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(
-        self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+        self,
+        refs: Sequence[LeaseRef],
+        *,
+        lease: timedelta,
+        progress: Mapping[int, tuple[float, str | None]] | None = None,
+        now: datetime | None = None,
     ) -> Renewal:
         """Extend the leases still held, whatever the job's status; report the ones lost and
-        the runs to stop (their job is no longer processing)."""
+        the runs to stop (their job is no longer processing). `progress` (job id →
+        fraction, message) is stored on those of the jobs still processing under `refs`."""
 
     @abc.abstractmethod
     def finish_many(
@@ -210,8 +232,10 @@ class Store(abc.ABC):
     # -- conveniences over finish_many ----------------------------------------------------
     def complete(self, ref: LeaseRef, result_json: str = "null") -> bool:
         """processing → done, only while `ref` still holds the job."""
-        return ref.job_id in self.finish_many([Finish(ref, result_json=result_json)])
+        return ref.job_id in self.finish_many([Finish.done(ref, result_json)])
 
     def fail(self, ref: LeaseRef, error: str, *, retry_at: datetime | None) -> JobStatus | None:
         """processing → pending at retry_at, or failed when retry_at is None; None if not held."""
-        return self.finish_many([Finish(ref, error=error, retry_at=retry_at)]).get(ref.job_id)
+        if retry_at is None:
+            return self.finish_many([Finish.failed(ref, error)]).get(ref.job_id)
+        return self.finish_many([Finish.retry(ref, error, retry_at)]).get(ref.job_id)

@@ -13,16 +13,17 @@ _COMMENT_OR_BLANK = re.compile(r"^\s*(--.*)?$")
 
 
 def parse(text: str) -> Mapping[str, str]:
-    """Each block runs from its `-- name:` line to the next. Comment lines and blank lines
-    are for readers of the file and are left out of the statement: drivers cache a parsed
-    statement only up to a size (psycopg: 4 KiB), and the comments doubled the longest.
-    `{{name}}` in a block is replaced by block `name` (a fragment shared by statements)."""
+    """Each block runs from its `-- name:` line to the next. Comment lines, blank lines and
+    indentation are for readers of the file and are left out of the statement: drivers cache
+    a parsed statement only up to a size (psycopg: 4 KiB), and the comments doubled the
+    longest. `{{name}}` in a block is replaced by block `name` (a fragment shared by
+    statements)."""
     parts = _BLOCK.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"query {name!r} defined twice")
-        lines = [line for line in body.splitlines() if not _COMMENT_OR_BLANK.match(line)]
+        lines = [line.lstrip() for line in body.splitlines() if not _COMMENT_OR_BLANK.match(line)]
         queries[name] = "\n".join(lines).strip().rstrip(";")
 
     def include(match: re.Match[str]) -> str:

@@ -1,5 +1,6 @@
 """Write job outcomes in batches: one store transaction for every outcome that is ready.
 
+The completer owns every outcome not yet written (its queue, and the batch being written).
 While one batch is being written the next accumulates, so under load many completions
 share a commit, and when idle a single completion is written at once (no timer). A busy
 fetcher takes the queued outcomes itself (`take`) and writes them in its claim's
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conveyor.jobs import Finish, Job, JobStatus
+from conveyor.jobs import Finish, FinishKind, Job, JobStatus, utcnow
 from conveyor.logs import job_fields
 from conveyor.metrics import Metrics
 from conveyor.stores import Store
@@ -25,12 +26,13 @@ MAX_BATCH = 500
 
 @dataclass(slots=True)  # one per job; a frozen dataclass costs twice as much to build
 class Done:
+    """A run that ended: the store's outcome, and what its log line and metrics need."""
+
     finish: Finish
     job: Job
     slot: str
-    duration: float
-    wait: float  # queue wait: run_at (enqueue or due time) to start
-    retry_in: float | None = None
+    duration: float = 0.0
+    wait: float = 0.0  # queue wait: run_at (enqueue or due time) to start
 
 
 class Completer:
@@ -102,10 +104,12 @@ class Completer:
             self.report(batch, applied)
 
     def _report(self, done: Done, status: JobStatus | None) -> None:
-        if status is not None:
+        finish = done.finish
+        snoozed = finish.kind == FinishKind.SNOOZED
+        if status is not None and not snoozed:  # a snooze is neither a success nor a failure
             self._metrics.job_finished(done.job, status, done.duration, done.wait)
-            if done.finish.error is None and not log.isEnabledFor(logging.INFO):
-                return
+        if status is not None and finish.error is None and not log.isEnabledFor(logging.INFO):
+            return
         fields = {"worker": done.slot, "job": done.job.id, "duration": done.duration}
         if status is None:
             log.warning(
@@ -113,16 +117,20 @@ class Completer:
                 extra=job_fields(**fields, status="lost"),
             )
             return
-        error = done.finish.error
-        if error is None:
+        retry_in = None if finish.retry_at is None else (finish.retry_at - utcnow()).total_seconds()
+        if snoozed:
+            log.info("snoozed", extra=job_fields(**fields, status="pending", retry_in=retry_in))
+        elif finish.error is None:
             log.info("finished", extra=job_fields(**fields, status=status.value))
         elif status == JobStatus.PENDING:
             log.warning(
                 "finished",
-                extra=job_fields(**fields, status="retry", error=error, retry_in=done.retry_in),
+                extra=job_fields(**fields, status="retry", error=finish.error, retry_in=retry_in),
             )
         else:
-            log.error("finished", extra=job_fields(**fields, status=status.value, error=error))
+            log.error(
+                "finished", extra=job_fields(**fields, status=status.value, error=finish.error)
+            )
 
     async def close(self, timeout: float) -> None:
         """Write what is queued (up to `timeout`), then stop."""

@@ -1,4 +1,6 @@
-"""Run one claimed job once: async tasks on the loop, sync tasks on a thread pool."""
+"""Run one claimed job once: async tasks on the loop, sync tasks on a thread pool. The
+result is the store's outcome (`Finish`), decided here where the task's options are known:
+done, a retry after backoff (or after `Retry(in_=…)`), failed for good, or snoozed."""
 
 from __future__ import annotations
 
@@ -7,24 +9,18 @@ import contextvars
 import functools
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from datetime import timedelta
 
 from conveyor.app import Conveyor
-from conveyor.jobs import Job
+from conveyor.backoff import exponential_backoff
+from conveyor.context import Retry, Snooze
+from conveyor.jobs import Finish, Job, utcnow
 from conveyor.payloads import ResultError, encode_result
 from conveyor.tasks import Task, call_arguments
+from conveyor.worker.isolation import ChildFailed, ChildPool, IsolationConfig
 
 MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 6
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one run produced: `error is None` → done with `result_json`."""
-
-    result_json: str = "null"
-    error: str | None = None
-    retryable: bool = True
 
 
 def describe_error(exc: BaseException) -> str:
@@ -42,10 +38,14 @@ def describe_error(exc: BaseException) -> str:
 class Executor:
     """Knows the app's tasks and where each kind runs; never raises for a task's fault."""
 
-    def __init__(self, app: Conveyor, threads: int) -> None:
+    def __init__(
+        self, app: Conveyor, threads: int, isolation: IsolationConfig | None = None
+    ) -> None:
         self.app = app
         self._threads = threads
         self._pool = self._new_pool()
+        # isolated sync tasks (and all of them with --pool process) run in child processes
+        self._isolation = ChildPool(app, isolation or IsolationConfig(), threads)
         self.abandoned_threads = 0
         # job id → the thread's future of a sync task cancelled while its code still runs
         # (a thread cannot be stopped); the pool takes it to hold the job until it returns
@@ -56,28 +56,48 @@ class Executor:
             max_workers=max(1, self._threads), thread_name_prefix="conveyor-task"
         )
 
-    async def run(self, job: Job) -> Outcome:
+    async def run(self, job: Job) -> Finish:
+        """Run `job` in the current context (the job's asyncio task, where the pool bound
+        its JobContext); raises only CancelledError."""
+        ref = job.lease_ref()
         task = self.app.tasks.get(job.type)
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"
-            return Outcome(
-                error=f"UnknownTask: this worker has no task {job.type!r} (known: {known})"
-            )
+            # another worker with another app may know it: retried as any failure
+            error = f"UnknownTask: this worker has no task {job.type!r} (known: {known})"
+            return self._failure(job, None, error)
         try:
             value = await self._call(task, job)
+        except Snooze as snooze:
+            return Finish.snoozed(ref, utcnow() + timedelta(seconds=snooze.seconds))
+        except Retry as retry:
+            return self._failure(job, task, f"Retry: {retry}", delay=retry.in_)
         except TimeoutError:
-            return Outcome(
-                error=f"TimeoutError: job exceeded its timeout of {task.options.timeout}s"
-            )
+            error = f"TimeoutError: job exceeded its timeout of {task.options.timeout}s"
+            return self._failure(job, task, error)
         except asyncio.CancelledError:
             raise
+        except ChildFailed as exc:  # an isolated run: described in its process, or its death
+            if not exc.retryable:
+                return Finish.failed(ref, exc.error)
+            return self._failure(job, task, exc.error)
         except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt is its failure too
-            return Outcome(error=describe_error(exc))
+            return self._failure(job, task, describe_error(exc))
         try:
-            return Outcome(result_json=encode_result(value))
+            return Finish.done(ref, encode_result(value))
         except ResultError as exc:
             # Running it again would produce the same value: fail for good.
-            return Outcome(error=f"ResultError: {exc}", retryable=False)
+            return Finish.failed(ref, f"ResultError: {exc}")
+
+    @staticmethod
+    def _failure(job: Job, task: Task | None, error: str, delay: float | None = None) -> Finish:
+        """A failed attempt: retried after the task's backoff (or `delay`) while attempts
+        remain, failed for good otherwise."""
+        if job.attempts >= job.max_attempts:
+            return Finish.failed(job.lease_ref(), error)
+        if delay is None:
+            delay = (task.options.backoff if task else exponential_backoff)(job.attempts)
+        return Finish.retry(job.lease_ref(), error, utcnow() + timedelta(seconds=delay))
 
     async def _call(self, task: Task, job: Job) -> object:
         args, kwargs = call_arguments(job.payload)
@@ -89,6 +109,15 @@ class Executor:
             # another one, whose SystemExit asyncio re-raises into the loop: a dead worker).
             async with asyncio.timeout(timeout):
                 return await task.func(*args, **kwargs)
+        if self._isolation.isolates(task):  # killed at its timeout or when cancelled
+            return await self._isolation.call(
+                task,
+                job,
+                args,
+                kwargs,
+                timeout=timeout,
+                on_cancel=functools.partial(self.still_running.__setitem__, job.id),
+            )
         call = functools.partial(contextvars.copy_context().run, task.func, *args, **kwargs)
         running = self._pool.submit(call)
         try:
@@ -103,6 +132,12 @@ class Executor:
                     self.still_running[job.id] = running
             raise
 
+    def can_stop(self, job: Job) -> bool:
+        """Whether cancelling `job`'s run stops its code: an async task is cancelled and an
+        isolated one's process killed; a sync task's thread cannot be stopped."""
+        task = self.app.tasks.get(job.type)
+        return task is None or task.is_async or self._isolation.isolates(task)
+
     def _abandon_thread(self) -> None:
         """A sync task ran past its timeout (or lost its lease) and Python cannot stop a thread.
         Give later jobs a fresh pool so the stuck thread never takes a slot from them."""
@@ -112,3 +147,4 @@ class Executor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._isolation.close()  # kills and reaps the child processes (about a second at most)

@@ -1,13 +1,17 @@
-"""WorkerPool: N job slots fed by one fetcher, with leases, reaper and graceful shutdown.
+"""WorkerPool: N job slots fed by the fetcher, with leases, recovery and graceful shutdown.
 
 fetcher ──claim(min(free slots, fetch_limit))──► slots ──outcome──► completer ──► store
    ▲ notifier (local enqueue, other processes)     │ leases (own thread) renew them
    └──────────────── a slot frees ─────────────────┘ reaper recovers expired leases
 
+The pool owns the slots and what runs in them; each neighbour has its module: fetcher.py
+(claims), executor.py (runs one job, returns its outcome), completer.py (writes outcomes),
+leases.py (renewals, watchdog), reaper.py (recovery), loopwatch.py (a blocked event loop).
+
 A run holds its job's lease from the claim until its last write is stored, even when an
 operator cancels the job meanwhile: a cancelled async task is stopped and its run ended at
-once; a cancelled sync task (a thread cannot be stopped) frees its slot but keeps the lease
-until its code returns, so a retry of the job cannot start beside it.
+once; a cancelled sync task sees `ctx.cancelled`, frees its slot, and keeps the lease until
+its code returns (a thread cannot be stopped), so a retry of the job cannot start beside it.
 """
 
 from __future__ import annotations
@@ -19,18 +23,29 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from conveyor import context
 from conveyor.app import Conveyor
-from conveyor.backoff import exponential_backoff
-from conveyor.jobs import Finish, Job, LeaseRef, utcnow
+from conveyor.context import JobContext
+from conveyor.jobs import Finish, FinishKind, Job, LeaseRef, utcnow
 from conveyor.logs import job_fields
 from conveyor.metrics import Metrics
+from conveyor.settings import (
+    DEFAULT_FETCH_INTERVAL,
+    DEFAULT_FETCH_LIMIT,
+    DEFAULT_LEASE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_WORKERS,
+)
 from conveyor.worker.completer import Completer, Done
 from conveyor.worker.executor import Executor
-from conveyor.worker.leases import Leases
+from conveyor.worker.fetcher import Fetcher
+from conveyor.worker.isolation import IsolationConfig
+from conveyor.worker.leases import Leases, LeaseWatchdog
+from conveyor.worker.loopwatch import LoopWatch
+from conveyor.worker.reaper import Reaper
 from conveyor.worker.storecalls import StoreCalls
 
 log = logging.getLogger("conveyor.worker")
@@ -47,12 +62,14 @@ def new_worker_id() -> str:
 
 @dataclass(frozen=True)
 class PoolConfig:
-    concurrency: int = 5
-    fetch_interval: float = 5.0
-    fetch_limit: int = 10
+    concurrency: int = DEFAULT_WORKERS
+    fetch_interval: float = DEFAULT_FETCH_INTERVAL
+    fetch_limit: int = DEFAULT_FETCH_LIMIT
     queues: list[str] | None = None
-    lease: float = 30.0
-    shutdown_timeout: float = 30.0
+    lease: float = DEFAULT_LEASE
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    # --pool, --max-tasks-per-child, --max-memory-per-child and --app (worker/isolation.py)
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -70,6 +87,7 @@ class _Running:
     job: Job
     slot: str
     task: asyncio.Task[None]
+    context: JobContext
     started: float = field(default_factory=time.monotonic)
     # why its task was cancelled: "cancelled" (by an operator), "lost" (lease lost),
     # "expiring" (lease could not be renewed), "shutdown"; None while it runs
@@ -93,7 +111,7 @@ class WorkerPool:
         self.worker_id = worker_id or new_worker_id()
         self.store = app.store
         self._calls = StoreCalls()
-        self._executor = Executor(app, threads=config.concurrency)
+        self._executor = Executor(app, threads=config.concurrency, isolation=config.isolation)
         self._notifier = self.store.notifier()
         self._running: dict[int, _Running] = {}
         # every lease this process holds: running jobs, outcomes not yet written, and
@@ -105,24 +123,52 @@ class WorkerPool:
         self._free_slots = [f"WORKER-{n}" for n in range(config.concurrency, 0, -1)]
         self._slot_freed = asyncio.Event()
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._completer = Completer(self.store, self._calls, self.metrics, self._written)
+        self._loopwatch = LoopWatch(self._describe)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = asyncio.Event()
 
     # -- public -------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, hurry: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set, then stop claiming, let running jobs finish for up to
-        shutdown_timeout, hand the rest back to pending, and return."""
+        shutdown_timeout (or until `hurry` is set: a second signal), hand the rest back to
+        pending, and return."""
         self._loop = asyncio.get_running_loop()
+        self._hurry = hurry or self._hurry
         await self._notifier.start()
         self.app.add_enqueue_listener(self._notifier.wake_local)
+        self._notifier.add_cancel_listener(self._leases.cancel_hint)
         self._leases.start()
+        self._loopwatch.start()
+        watchdog = LeaseWatchdog(self._leases, self._watched, self._lease_expiring)
+        reaper = Reaper(
+            self.store,
+            self._calls,
+            self.metrics,
+            interval=self.config.reaper_interval,
+            on_requeued=self._notifier.wake_local,
+        )
+        fetcher = Fetcher(
+            store=self.store,
+            calls=self._calls,
+            notifier=self._notifier,
+            completer=self._completer,
+            slots=self,
+            start=self._start,
+            worker_id=self.worker_id,
+            queues=self.config.queues,
+            fetch_limit=self.config.fetch_limit,
+            fetch_interval=self.config.fetch_interval,
+            lease=self.config.lease,
+            stopping=self._stop,
+        )
         helpers = [
             asyncio.create_task(self._completer.run(), name="conveyor-completer"),
-            asyncio.create_task(self._lease_watchdog(), name="conveyor-lease-watchdog"),
-            asyncio.create_task(self._reaper_loop(), name="conveyor-reaper"),
+            asyncio.create_task(watchdog.run(), name="conveyor-lease-watchdog"),
+            asyncio.create_task(reaper.run(), name="conveyor-reaper"),
+            asyncio.create_task(self._watch(stop), name="conveyor-stop-watcher"),
         ]
-        watcher = asyncio.create_task(self._watch(stop), name="conveyor-stop-watcher")
         log.info(
             "worker %s started: %d slots, queues=%s, lease=%ss",
             self.worker_id,
@@ -132,14 +178,15 @@ class WorkerPool:
         )
         self.ready.set()
         try:
-            await self._fetch_loop()
+            await fetcher.run()
         finally:
             await self._drain()
             await self._completer.close(timeout=10.0)
             await self._leases.stop()
-            for task in [*helpers, watcher]:
+            self._loopwatch.stop()
+            for task in helpers:
                 task.cancel()
-            await asyncio.gather(*helpers, watcher, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
             self.app.remove_enqueue_listener(self._notifier.wake_local)
             await self._notifier.stop()
             self._executor.shutdown()
@@ -150,7 +197,16 @@ class WorkerPool:
     def busy(self) -> int:
         return len(self._running)
 
-    # -- fetching -------------------------------------------------------------------------
+    # -- slots (what the fetcher sees) ---------------------------------------------------
+    @property
+    def free(self) -> int:
+        return len(self._free_slots)
+
+    async def freed(self) -> None:
+        self._slot_freed.clear()
+        if not self._free_slots and not self._stop.is_set():
+            await self._slot_freed.wait()
+
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
         log.info("shutting down: no new jobs will be claimed")
@@ -158,56 +214,16 @@ class WorkerPool:
         self._notifier.wake_local()
         self._slot_freed.set()
 
-    async def _fetch_loop(self) -> None:
-        backoff = 0.1
-        while not self._stop.is_set():
-            free = len(self._free_slots)
-            if free == 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            limit = min(free, self.config.fetch_limit)
-            # outcomes ready now ride in the claim's transaction: one commit, not two
-            finished = self._completer.take()
-            asked = time.monotonic()
-            try:
-                applied, jobs = await self._calls(
-                    self.store.finish_and_claim,
-                    [d.finish for d in finished],
-                    worker=self.worker_id,
-                    queues=self.config.queues,
-                    limit=limit,
-                    lease=timedelta(seconds=self.config.lease),
-                )
-            except Exception as exc:
-                self._completer.give_back(finished)
-                log.warning("claim failed, retrying in %.1fs: %s", backoff, exc)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            self._completer.report(finished, applied)
-            for job in jobs:
-                self._start(job, held_until=asked + self.config.lease)
-            if len(jobs) < limit and not self._stop.is_set():
-                # Nothing more is due: sleep until an enqueue wakes us, or the poll interval.
-                await self._notifier.wait(self.config.fetch_interval)
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            pass
-
     # -- running a job ----------------------------------------------------------------------
-    def _start(self, job: Job, *, held_until: float) -> None:
+    def _start(self, job: Job, held_until: float) -> None:
         slot = self._free_slots.pop()
-        self._leases.hold(job.lease_ref(), held_until)
-        task = asyncio.create_task(self._run_job(job, slot), name=f"conveyor-job-{job.id}")
-        self._running[job.id] = _Running(job, slot, task)
+        ctx = JobContext(job, self._leases.progressed)
+        self._leases.hold(job.lease_ref(), held_until, ctx)
+        task = asyncio.create_task(self._run_job(job, slot, ctx), name=f"conveyor-job-{job.id}")
+        self._running[job.id] = _Running(job, slot, task, ctx)
         self.metrics.slots_busy = len(self._running)
 
-    async def _run_job(self, job: Job, slot: str) -> None:
+    async def _run_job(self, job: Job, slot: str, ctx: JobContext) -> None:
         started = time.monotonic()
         wait = max(0.0, (utcnow() - job.run_at).total_seconds())
         if log.isEnabledFor(logging.INFO):  # the fields cost more than a no-op job itself
@@ -221,28 +237,19 @@ class WorkerPool:
                     attempt=job.attempts,
                 ),
             )
+        context.bind(ctx)  # this task's own context: current_job() in the task's code
         try:
-            outcome = await self._executor.run(job)
+            finish = await self._executor.run(job)
         except asyncio.CancelledError:
             running = self._running.get(job.id)
             self._release_slot(job.id)
             self._after_cancel(job, slot, None if running is None else running.stopping)
             raise
-        duration = time.monotonic() - started
-        ref = job.lease_ref()
-        retry_in: float | None = None
-        if outcome.error is None:
-            finish = Finish(ref, result_json=outcome.result_json)
-        else:
-            retry_at = None
-            if outcome.retryable and job.attempts < job.max_attempts:
-                task = self.app.tasks.get(job.type)
-                retry_in = (task.options.backoff if task else exponential_backoff)(job.attempts)
-                retry_at = utcnow() + timedelta(seconds=retry_in)
-                self._wake_at(retry_in)
-            finish = Finish(ref, error=outcome.error, retry_at=retry_at)
+        if finish.retry_at is not None and finish.kind == FinishKind.RETRY:
+            # a local retry is due then: wake the fetcher at that moment, not at its next poll
+            self._wake_at((finish.retry_at - utcnow()).total_seconds())
         self._release_slot(job.id)
-        self._completer.submit(Done(finish, job, slot, duration, wait, retry_in))
+        self._completer.submit(Done(finish, job, slot, time.monotonic() - started, wait))
 
     def _after_cancel(self, job: Job, slot: str, reason: str | None) -> None:
         """The job's task was cancelled; settle its lease by the reason."""
@@ -258,21 +265,23 @@ class WorkerPool:
         if thread is None or thread.done():
             self._end_run(job, slot)
             return
-        # A thread cannot be stopped: the slot is free, but the job keeps its lease (renewed)
-        # until the code returns, so that a retry cannot start a second run beside it.
-        log.warning(
-            "cancelled, but this sync task cannot be stopped: its job is held until its code "
-            "returns",
-            extra=job_fields(worker=slot, job=job.id, status="cancelled"),
-        )
+        # The slot is free, but the job keeps its lease (renewed) until the code has stopped
+        # (an isolated task's process is reaped; a thread returns), so that a retry cannot
+        # start a second run beside it.
+        if not self._executor.can_stop(job):
+            log.warning(
+                "cancelled; this sync task's thread cannot be stopped (it can check "
+                "current_job().cancelled): its job is held until its code returns",
+                extra=job_fields(worker=slot, job=job.id, status="cancelled"),
+            )
         self._lingering[job.id] = job.lease_ref()
         loop = asyncio.get_running_loop()
-        thread.add_done_callback(lambda _: self._soon(loop, lambda: self._end_lingering(job, slot)))
+        thread.add_done_callback(lambda _: self._soon(loop, job, slot))
 
-    @staticmethod
-    def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    def _soon(self, loop: asyncio.AbstractEventLoop, job: Job, slot: str) -> None:
+        """From the thread that ran a cancelled sync task, once its code returned."""
         with contextlib.suppress(RuntimeError):  # the loop closed: the process is exiting
-            loop.call_soon_threadsafe(callback)
+            loop.call_soon_threadsafe(self._end_lingering, job, slot)
 
     def _end_lingering(self, job: Job, slot: str) -> None:
         if job.id in self._lingering:  # not handed back at shutdown meanwhile
@@ -280,7 +289,7 @@ class WorkerPool:
 
     def _end_run(self, job: Job, slot: str) -> None:
         """A cancelled run's code has stopped: write that its lease ends (Finish.ended)."""
-        self._completer.submit(Done(Finish.ended(job.lease_ref()), job, slot, 0.0, 0.0))
+        self._completer.submit(Done(Finish.ended(job.lease_ref()), job, slot))
 
     def _release_slot(self, job_id: int) -> None:
         running = self._running.pop(job_id, None)
@@ -297,29 +306,30 @@ class WorkerPool:
         self._lingering.pop(job_id, None)
 
     def _wake_at(self, delay: float) -> None:
-        """A local retry is due in `delay` seconds: wake the fetcher then, not at the next poll."""
         if self._loop is not None:
-            self._loop.call_later(delay, self._notifier.wake_local)
+            self._loop.call_later(max(delay, 0.0), self._notifier.wake_local)
 
-    # -- leases -----------------------------------------------------------------------------
-    async def _lease_watchdog(self) -> None:
-        """Stop a job before its lease can expire when the lease could not be renewed (the
-        store unreachable, a partition): past that moment another worker may recover and
-        start the job, and two runs would overlap. Checks often enough to act before the
-        deadline, never after it (unless the event loop itself is blocked)."""
-        period = min(self.config.heartbeat_interval / 2, 1.0)
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            for job_id, running in list(self._running.items()):
-                until = self._leases.held_until(job_id)
-                if until is None or running.stopping or running.expiry_warned:
-                    continue
-                if now + period >= until:
-                    self._lease_expiring(job_id, running)
+    def _describe(self, task: asyncio.Task[object] | None) -> str:
+        """Which job an asyncio task runs, for the loop watch's warning."""
+        for running in list(self._running.values()):
+            if running.task is task:
+                return f"task {running.job.type!r} (job {running.job.id})"
+        return "code outside any job" if task is None else f"asyncio task {task.get_name()!r}"
 
-    def _lease_expiring(self, job_id: int, running: _Running) -> None:
-        if self._on_a_thread(running):
+    # -- what the leases report ---------------------------------------------------------------
+    def _watched(self) -> list[int]:
+        """Running jobs the lease watchdog should look at."""
+        return [
+            job_id
+            for job_id, running in self._running.items()
+            if not running.stopping and not running.expiry_warned
+        ]
+
+    def _lease_expiring(self, job_id: int) -> None:
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        if not self._executor.can_stop(running.job):
             # A thread cannot be stopped: the job keeps its slot until its code returns.
             running.expiry_warned = True
             log.warning(
@@ -339,75 +349,78 @@ class WorkerPool:
         """A renewal found the lease gone (recovered after it expired): stop the run."""
         self._lingering.pop(job_id, None)
         running = self._running.get(job_id)
-        if running is None or running.stopping:
-            return
-        log.warning(
-            "lease lost (recovered after it expired): stopping the job",
-            extra=job_fields(worker=running.slot, job=job_id, status="lost"),
-        )
-        self._stop_job(running, "lost")
+        if running is not None and not running.stopping:
+            log.warning(
+                "lease lost (recovered after it expired): stopping the job",
+                extra=job_fields(worker=running.slot, job=job_id, status="lost"),
+            )
+            self._stop_job(running, "lost")
 
     def _cancelled(self, job_id: int) -> None:
         """A renewal found the job no longer processing: an operator cancelled it."""
         running = self._running.get(job_id)
-        if running is None or running.stopping:
-            return
-        log.info(
-            "cancelled: stopping the job",
-            extra=job_fields(worker=running.slot, job=job_id, status="cancelled"),
-        )
-        self._stop_job(running, "cancelled")
+        if running is not None and not running.stopping:
+            log.info(
+                "cancelled: stopping the job",
+                extra=job_fields(worker=running.slot, job=job_id, status="cancelled"),
+            )
+            self._stop_job(running, "cancelled")
 
     @staticmethod
     def _stop_job(running: _Running, reason: str) -> None:
+        """Cancel the run's task; a sync task's code sees `current_job().cancelled`."""
         running.stopping = reason
+        running.context.cancel()
         running.task.cancel()
 
-    async def _reaper_loop(self) -> None:
-        # Every process runs the reaper; the guarded UPDATE makes concurrent runs harmless.
-        while True:
-            await asyncio.sleep(self.config.reaper_interval)
-            try:
-                recovered = await self._calls(self.store.recover_expired, limit=1000)
-            except Exception as exc:
-                log.warning("recovering expired leases failed: %s", exc)
-                continue
-            if recovered.count:
-                self.metrics.jobs_recovered(recovered.count)
-                log.warning(
-                    "recovered %d jobs whose lease expired (requeued %s, failed %s)",
-                    recovered.count,
-                    recovered.requeued,
-                    recovered.failed,
-                )
-                if recovered.requeued:
-                    self._notifier.wake_local()
-
     # -- shutdown ---------------------------------------------------------------------------
-    def _on_a_thread(self, running: _Running) -> bool:
-        """Whether the job's code runs on a thread (a sync task), which cannot be stopped."""
-        task = self.app.tasks.get(running.job.type)
-        return task is not None and not task.is_async
-
     def _stopped(self, running: _Running) -> bool:
         """Whether a cancelled job's code has certainly stopped: its task ended, and no thread
         still runs it."""
         thread = self._executor.still_running.get(running.job.id)
         return running.task.done() and (thread is None or thread.done())
 
+    async def _wait_or_hurry(self, tasks: list[asyncio.Task[None]], timeout: float) -> None:
+        """Until every task is done, `timeout` passes, or a second signal says hurry."""
+        hurried: asyncio.Task[object] = asyncio.create_task(self._hurry.wait())
+        pending: set[asyncio.Task[object]] = set(tasks)
+        deadline = time.monotonic() + timeout
+        try:
+            while pending and not hurried.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                _, pending = await asyncio.wait(
+                    [*pending, hurried], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(hurried)
+        finally:
+            hurried.cancel()
+
     async def _drain(self) -> None:
         tasks = [r.task for r in self._running.values()]
-        if tasks:
+        if tasks and not self._hurry.is_set():
             log.info(
-                "waiting up to %ss for %d running jobs", self.config.shutdown_timeout, len(tasks)
+                "waiting up to %ss for %d running jobs (signal again to hand them back now)",
+                self.config.shutdown_timeout,
+                len(tasks),
             )
-            await asyncio.wait(tasks, timeout=self.config.shutdown_timeout)
+            await self._wait_or_hurry(tasks, self.config.shutdown_timeout)
         left = list(self._running.values())
         for r in left:
             self._stop_job(r, "shutdown")
         if left:
-            # a task that swallows its cancellation is not waited for beyond a moment
+            # a task that swallows its cancellation, or an isolated task's process being
+            # killed, is not waited for beyond a moment
             await asyncio.wait([r.task for r in left], timeout=1.0)
+            killed = [
+                self._executor.still_running.get(r.job.id)
+                for r in left
+                if self._executor.can_stop(r.job)  # a thread is not worth waiting for
+            ]
+            reaped = [asyncio.wrap_future(f) for f in killed if f is not None and not f.done()]
+            if reaped:
+                await asyncio.wait(reaped, timeout=1.0)
         # A sync task's thread cannot be stopped, and an async task may ignore its
         # cancellation: such a job is still running until this process exits (in moments).
         # Its lease ends only after HANDBACK_GRACE, so that no other worker starts it while

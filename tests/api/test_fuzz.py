@@ -61,9 +61,11 @@ def _fuzz(
             mode is GenerationMode.POSITIVE
             and response.status_code == 422
             and "NUL character" not in response.text
+            and "does not fit task" not in response.text
         ):
-            # Schema-valid input is accepted, except the one rule the schema cannot say:
-            # no NUL character anywhere in a payload (PostgreSQL cannot store it).
+            # Schema-valid input is accepted, except the rules the schema cannot say: no
+            # NUL character anywhere in a payload (PostgreSQL cannot store it), and a
+            # payload must fit its task's signature (SPEC §2).
             problems.append(f"{where}: valid input refused: {response.text[:300]}")
         try:
             # statuses, content types and bodies as documented; negative input refused

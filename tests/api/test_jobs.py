@@ -29,6 +29,8 @@ JOB_FIELDS = {
     "updated_at",
     "started_at",
     "finished_at",
+    "progress",
+    "progress_message",
 }
 
 

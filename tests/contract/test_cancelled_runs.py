@@ -48,7 +48,7 @@ def test_a_late_outcome_of_a_cancelled_run_is_dropped_and_ends_its_lease(store):
     store.cancel(running.id)
     store.retry(running.id)
     applied, claimed = store.finish_and_claim(
-        [Finish(running.lease_ref(), result_json='"late"')],
+        [Finish.done(running.lease_ref(), '"late"')],
         worker="w1",
         queues=None,
         limit=5,

@@ -59,3 +59,18 @@ def test_a_real_nul_is_refused_before_anything_is_stored(store, payload):
     with pytest.raises(InvalidJob, match="payload contains a NUL character"):
         store.enqueue(new_job("t", payload))
     assert store.stats() == {}
+
+
+NUMBERS = [2**64, -(2**63) - 1, 10**30, -(10**30), 1e20, 1e-7, 0.1, 2**53 + 1]
+
+
+def test_integers_beyond_64_bits_and_floats_come_back_exactly(store):
+    """JSON numbers are read back exactly: an integer beyond 64 bits stays that integer (a
+    reader that made it a float would lose digits), a float stays its value."""
+    job = store.enqueue(new_job("t", {"n": NUMBERS})).job
+    [batched] = [r.job for r in store.enqueue_many([new_job("t", NUMBERS)])]
+    for payload in (job.payload, store.get_job(job.id).payload, claim_one(store).payload):
+        assert payload == {"n": NUMBERS}
+        assert [type(n) for n in payload["n"][:4]] == [int] * 4
+        assert payload["n"][-1] == 2**53 + 1  # not rounded through a float
+    assert batched.payload == NUMBERS == store.get_job(batched.id).payload

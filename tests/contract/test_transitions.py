@@ -65,10 +65,10 @@ def test_finish_many_mixes_outcomes_and_reports_only_what_applied(store):
     a, b, c, d = jobs
     applied = store.finish_many(
         [
-            Finish(a.lease_ref(), result_json="1"),
-            Finish(b.lease_ref(), error="E", retry_at=later(10)),
-            Finish(c.lease_ref(), error="E", retry_at=None),
-            Finish(LeaseRef(d.id, "stale", 1), result_json="1"),
+            Finish.done(a.lease_ref(), "1"),
+            Finish.retry(b.lease_ref(), "E", later(10)),
+            Finish.failed(c.lease_ref(), "E"),
+            Finish.done(LeaseRef(d.id, "stale", 1), "1"),
         ]
     )
     assert applied == {a.id: JobStatus.DONE, b.id: JobStatus.PENDING, c.id: JobStatus.FAILED}
@@ -155,7 +155,7 @@ def test_finish_and_claim_writes_outcomes_and_claims_the_next_batch(store):
     first = store.claim(worker="w", queues=None, limit=2, lease=LEASE)
     stale = LeaseRef(first[1].id, "someone-else", 1)
     applied, nxt = store.finish_and_claim(
-        [Finish(first[0].lease_ref(), result_json='"ok"'), Finish(stale, error="x")],
+        [Finish.done(first[0].lease_ref(), '"ok"'), Finish.failed(stale, "x")],
         worker="w",
         queues=None,
         limit=2,

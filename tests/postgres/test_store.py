@@ -14,7 +14,7 @@ import pytest
 from conveyor.errors import ConfigurationError, StoreUnavailable
 from conveyor.jobs import Finish, JobFilter, JobStatus, utcnow
 from conveyor.stores import open_store
-from conveyor.stores.postgres.store import POOL_MAX_SIZE, PostgresStore, Q
+from conveyor.stores.postgres.store import MIGRATIONS, POOL_MAX_SIZE, PostgresStore, Q
 from conveyor.validation import new_job
 from tests.postgres.conftest import backends, terminate
 from tests.support import pg
@@ -181,7 +181,7 @@ def test_batched_heartbeats_and_finishes_in_opposite_orders_do_not_deadlock(pg_s
             assert pg_store.heartbeat(order, lease=LEASE).lost == set()
 
     assert run_threads(4, beat) == []
-    outcomes = [Finish(r, result_json="1") for r in refs[::-1]]
+    outcomes = [Finish.done(r, "1") for r in refs[::-1]]
     assert set(pg_store.finish_many(outcomes).values()) == {JobStatus.DONE}
     assert pg_store.heartbeat(refs, lease=LEASE).lost == {r.job_id for r in refs}
 
@@ -309,11 +309,12 @@ def test_concurrent_migrations_of_a_fresh_database_agree():
             finally:
                 store.close()
 
+        latest = len(MIGRATIONS)
         assert run_threads(6, migrate) == []
-        assert versions == [1] * 6
-        assert fresh.schema_version() == 1
+        assert versions == [latest] * 6
+        assert fresh.schema_version() == latest
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (1,)
+            assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (latest,)
         fresh.close()
     finally:
         pg.drop_database(url)
@@ -336,7 +337,7 @@ def test_outcomes_land_while_heartbeats_update_the_same_rows(pg_store):
     try:
         statuses = {}
         for ref in refs:
-            statuses.update(pg_store.finish_many([Finish(ref, result_json="1")]))
+            statuses.update(pg_store.finish_many([Finish.done(ref, "1")]))
     finally:
         finished.set()
         beater.join(30)

@@ -89,7 +89,7 @@ def test_the_checker_catches_losses_unattributed_reruns_and_overlaps(sqlite_url,
                 lease=timedelta(seconds=30),
             )
             assert [j.id for j in claimed] == [job.id]
-            app.store.finish_many([Finish(claimed[0].lease_ref(), result_json=str(seq))])
+            app.store.finish_many([Finish.done(claimed[0].lease_ref(), str(seq))])
     killed_at = time.time() - 100
     log = tmp_path / "killed.log"
     log.write_text("")

@@ -21,7 +21,6 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.errors import ConveyorError, InvalidJob
-from conveyor.jobs import JobFilter
 from tests.api.servers import ServeProcess
 from tests.support.procs import CONVEYOR, ROOT, Workers
 from tests.support.wait import wait_until
@@ -111,8 +110,8 @@ def test_sql_metacharacters_and_odd_unicode_are_stored_faithfully_in_every_field
         ), value
         again = app.enqueue(value, "other", queue=value, unique_key=value)
         assert again.id == job.id, f"unique_key {value!r} matched exactly"
-        by_type = app.store.list_jobs(JobFilter(type=value))
-        by_queue = app.store.list_jobs(JobFilter(queue=value))
+        by_type = app.list_jobs(type=value)
+        by_queue = app.list_jobs(queue=value)
         assert [j.id for j in by_type] == [job.id], f"type filter {value!r} is exact"
         assert [j.id for j in by_queue] == [job.id], f"queue filter {value!r} is exact"
     assert total(app) == len(HOSTILE) + 1, "nothing dropped, nothing extra"
@@ -191,7 +190,7 @@ def test_hostile_filter_values_find_nothing_or_are_refused_as_invalid(
 ):
     app.enqueue("t")
     try:
-        found = app.store.list_jobs(JobFilter(**query))
+        found = app.list_jobs(**query)
     except ConveyorError as exc:
         assert isinstance(exc, InvalidJob), repr(exc)
     else:

@@ -159,8 +159,9 @@ def test_a_first_open_still_creates_the_file(tmp_path):
     store = SqliteStore(tmp_path / "new.db")
     try:
         assert store.schema_version() == 0
-        assert (tmp_path / "new.db").exists()
+        assert not (tmp_path / "new.db").exists(), "asking for the schema creates nothing"
         store.migrate()
+        assert (tmp_path / "new.db").exists()
         store.ping()
     finally:
         store.close()

@@ -10,27 +10,27 @@ import asyncio
 import os
 import time
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Retry, Snooze, current_job
 
 app = Conveyor()
 
 
-def _record(seq: object, start: float) -> None:
-    line = f"{seq} {os.getpid()} {start:.6f} {time.time():.6f}\n".encode()
-    fd = os.open(os.environ["CONVEYOR_TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def _mark(suffix: str, line: str) -> None:
+    """Append one line to $CONVEYOR_TEST_RECORD + suffix, atomically (O_APPEND)."""
+    path = os.environ["CONVEYOR_TEST_RECORD"] + suffix
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def _record(seq: object, start: float) -> None:
+    _mark("", f"{seq} {os.getpid()} {start:.6f} {time.time():.6f}\n")
 
 
 def _mark_start(seq: object) -> None:
-    path = os.environ["CONVEYOR_TEST_RECORD"] + ".started"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{seq} {os.getpid()} {time.time():.6f}\n".encode())
-    finally:
-        os.close(fd)
+    _mark(".started", f"{seq} {os.getpid()} {time.time():.6f}\n")
 
 
 @app.task
@@ -112,3 +112,59 @@ def crash(seq: int) -> None:
 async def loop_kind() -> str:
     """The module of the event loop the worker runs tasks on."""
     return type(asyncio.get_running_loop()).__module__
+
+
+def _starts(seq: int) -> int:
+    try:
+        with open(os.environ["CONVEYOR_TEST_RECORD"] + ".started") as f:
+            return sum(1 for line in f if line.split()[0] == str(seq))
+    except FileNotFoundError:
+        return 0
+
+
+@app.task
+def until_cancelled(seq: int, seconds: float = 60) -> str:
+    """Sync: works in small steps until `current_job().cancelled` (or `seconds` pass);
+    records `seq pid start end` when it stops."""
+    start = time.time()
+    _mark_start(seq)
+    ctx = current_job()
+    while not ctx.cancelled and time.time() - start < seconds:
+        time.sleep(0.02)
+    _record(seq, start)
+    return "stopped" if ctx.cancelled else "finished"
+
+
+@app.task
+def progressing(seq: int, seconds: float = 60) -> str:
+    """Reports progress 0.5 "half way", then waits (until cancelled or `seconds` pass)."""
+    _mark_start(seq)
+    ctx = current_job()
+    ctx.progress(0.25, "a quarter")
+    ctx.progress(0.5, "half way")  # coalesced: only the last one is written
+    start = time.time()
+    while not ctx.cancelled and time.time() - start < seconds:
+        time.sleep(0.02)
+    return "ok"
+
+
+@app.task
+def snoozer(seq: int, seconds: float = 1) -> int:
+    """Snoozes on its first run, succeeds on the second."""
+    _mark_start(seq)
+    if _starts(seq) == 1:
+        raise Snooze(seconds)
+    return current_job().attempt
+
+
+@app.task
+async def aretrier(seq: int, in_: float = 5) -> str:
+    """Asks for a retry in `in_` seconds on its first run (recording its end), then returns
+    the fence of each run."""
+    _mark_start(seq)
+    fence = current_job().fence
+    _mark(".fences", f"{seq} {fence}\n")
+    if _starts(seq) == 1:
+        _record(seq, time.time())
+        raise Retry(in_=in_)
+    return fence

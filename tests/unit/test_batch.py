@@ -16,7 +16,7 @@ def app(tmp_path):
     def mail(to: str) -> None: ...
 
     @app.task(name="plain")
-    def plain(n: int) -> None: ...
+    def plain(n: int = 0) -> None: ...  # a default: the batch below also sends a null payload
 
     return app
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import json
 import math
+import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -52,10 +57,36 @@ def test_non_finite_floats_are_refused(value):
         jsontext.dumps(value)
 
 
-@pytest.mark.parametrize("value", [object(), {(1, 2): 3}, {1, 2}, b"bytes"])
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+# orjson and msgspec would write most of these (as strings, lists, objects): a payload that
+# is not JSON is refused instead of reaching the task as something else.
+NOT_JSON = [
+    object(),
+    {(1, 2): 3},
+    {1, 2},
+    b"bytes",
+    datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+    uuid.UUID(int=1),
+    decimal.Decimal("1.5"),
+    Colour.RED,
+    Point(1),
+]
+
+
+@pytest.mark.parametrize("value", NOT_JSON, ids=repr)
 def test_what_json_cannot_hold_is_refused(value):
     with pytest.raises(TypeError):
         jsontext.dumps(value)
+    with pytest.raises(InvalidJob, match="^payload is not JSON-serialisable: "):
+        encode_payload({"value": value})
 
 
 def test_a_value_that_contains_itself_is_refused_as_a_payload():

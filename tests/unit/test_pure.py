@@ -131,8 +131,9 @@ def test_sqlfile_parses_named_blocks():
         "-- header\n-- name: a\n-- doc\nSELECT 1,\n\n  -- why\n  2 -- two\nFROM t;\n"
         "-- name: b\nSELECT 2\n"
     )
-    # comment-only and blank lines stay in the file; a comment after code stays with it
-    assert dict(queries) == {"a": "SELECT 1,\n  2 -- two\nFROM t", "b": "SELECT 2"}
+    # comment-only lines, blank lines and indentation stay in the file; a comment after code
+    # stays with it
+    assert dict(queries) == {"a": "SELECT 1,\n2 -- two\nFROM t", "b": "SELECT 2"}
     with pytest.raises(ValueError, match="twice"):
         sqlfile.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
 

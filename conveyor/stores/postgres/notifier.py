@@ -24,6 +24,7 @@ BACKOFF_MAX_S = 5.0
 # With no notification for this long the connection is probed: a peer that vanished
 # without closing the socket would otherwise leave us listening to nothing.
 PROBE_INTERVAL_S = 30.0
+CANCEL_CHANNEL = "conveyor_cancel"
 PROBE_TIMEOUT_S = 10.0
 
 
@@ -66,6 +67,7 @@ class PostgresNotifier(Notifier):
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:
             await conn.execute(Q["listen"])
+            await conn.execute(Q["listen_cancel"])
         except BaseException:
             await conn.close()
             raise
@@ -101,8 +103,11 @@ class PostgresNotifier(Notifier):
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Wake on every notification until the connection fails (raises)."""
         while True:
-            async for _ in conn.notifies(timeout=PROBE_INTERVAL_S):
-                self._event.set()
+            async for notice in conn.notifies(timeout=PROBE_INTERVAL_S):
+                if notice.channel == CANCEL_CHANNEL:
+                    self._job_cancelled(int(notice.payload) if notice.payload.isdigit() else None)
+                else:
+                    self._event.set()
             await asyncio.wait_for(conn.execute(Q["listen"]), PROBE_TIMEOUT_S)
 
     async def _drop(self) -> None:

@@ -208,7 +208,9 @@ SET status           = 'processing',
     worker           = %(worker)s,
     started_at       = coalesce(%(now)s::timestamptz, now()),
     updated_at       = coalesce(%(now)s::timestamptz, now()),
-    lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval
+    lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval,
+    progress         = NULL,
+    progress_message = NULL
 WHERE jobs.id = ANY (ARRAY(SELECT id FROM next))
 RETURNING jobs.*
 
@@ -229,8 +231,8 @@ WITH next AS MATERIALIZED ({{next_due_from_queues}})
 -- finish_many and release of one worker run concurrently over the same rows, and a common
 -- lock order keeps them from deadlocking. No status literal: with status = 'processing' the
 -- planner may walk the partial index jobs_lease (every processing job) instead of looking
--- each id up, and a generic plan keeps that choice (measured with 5,000 jobs processing:
--- 38 ms per heartbeat of 100 jobs).
+-- each id up, and a generic plan keeps that choice (slow with thousands of jobs
+-- processing: docs/performance.md, second round).
 SELECT jobs.id, jobs.status
 FROM jobs
 JOIN unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[])
@@ -254,16 +256,32 @@ FROM held
 WHERE jobs.id = held.id
 RETURNING jobs.id, jobs.status
 
+-- name: report_progress
+-- What running tasks reported with ctx.progress(), written with their lease renewal: one
+-- row per job, fenced as heartbeat, and only while the job is processing.
+UPDATE jobs
+SET progress         = report.progress,
+    progress_message = report.message
+FROM unnest(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[],
+            %(progress)s::double precision[], %(messages)s::text[])
+     AS report (id, worker, attempt, progress, message)
+WHERE jobs.id = report.id
+  AND jobs.status = (SELECT 'processing'::text)  -- not the literal: see held_refs
+  AND jobs.worker = report.worker
+  AND jobs.attempts = report.attempt
+
 -- name: outcomes
 -- Fragment (CTEs): write a batch of ended runs. Each outcome applies only while its claim
--- (worker + attempt) still holds the job and the job is processing: error NULL → done with
--- result; otherwise → pending at retry_at, or failed when retry_at is NULL. A run whose job
--- is no longer processing (an operator cancelled it, perhaps retried it since) but that
--- still holds the lease only ends its lease, so a retried job may start: its outcome is
--- dropped. Same id-ordered locking as heartbeat. The batch arrives as one JSON array of
--- [id, worker, attempt, result JSON text, error, retry_at, has outcome] rows (one parameter
--- encoded in C, where the arrays were dumped element by element in Python); `finished`
--- holds every row written, `applied` telling whether it took the outcome.
+-- (worker + attempt) still holds the job and the job is processing, by its kind: done →
+-- done with result; retry → pending at retry_at with last_error; failed → failed with
+-- last_error; snoozed → pending at retry_at, the attempt given back. A run whose job is no
+-- longer processing (an operator cancelled it, perhaps retried it since) but that still
+-- holds the lease only ends its lease, so a retried job may start: its outcome is dropped;
+-- so does kind `ended` (a cancelled run stopped without an outcome). Same id-ordered locking
+-- as heartbeat. The batch arrives as one JSON array of [id, worker, attempt, result JSON
+-- text, error, retry_at, kind] rows (one parameter encoded in C, where the arrays were
+-- dumped element by element in Python); `finished` holds every row written, `applies`
+-- telling whether it took the outcome.
 outcome AS (
     SELECT (o ->> 0)::bigint      AS id,
            o ->> 1                AS worker,
@@ -271,7 +289,7 @@ outcome AS (
            o ->> 3                AS result,
            o ->> 4                AS error,
            (o ->> 5)::timestamptz AS retry_at,
-           (o ->> 6)::boolean     AS has_outcome
+           o ->> 6                AS kind
     FROM json_array_elements(%(outcomes)s::json) AS batch (o)
 ),
 -- Each outcome's row is looked up by primary key and locked, in the order of the batch,
@@ -279,17 +297,17 @@ outcome AS (
 -- deadlock. (A join would let the planner, which guesses 100 rows for any JSON batch, scan
 -- every processing job instead.) FOR UPDATE re-checks the fence on the locked row version.
 held AS MATERIALIZED (
-    SELECT job.id, job.applies, outcome.result, outcome.error, outcome.retry_at
+    SELECT job.id, job.applies, outcome.kind, outcome.result, outcome.error, outcome.retry_at
     FROM outcome
     CROSS JOIN LATERAL (
-        SELECT jobs.id, outcome.has_outcome AND jobs.status = 'processing' AS applies
+        SELECT jobs.id, outcome.kind <> 'ended' AND jobs.status = 'processing' AS applies
         FROM jobs
         WHERE jobs.id = outcome.id
           AND jobs.worker = outcome.worker
           AND jobs.attempts = outcome.attempt
           AND jobs.lease_expires_at IS NOT NULL  -- no status literal: see held_refs
           -- a run that ended without an outcome never touches a processing job
-          AND (outcome.has_outcome OR jobs.status <> 'processing')
+          AND (outcome.kind <> 'ended' OR jobs.status <> 'processing')
         FOR UPDATE
     ) AS job
 ),
@@ -297,18 +315,18 @@ finished AS (
     UPDATE jobs
     SET status           = CASE
                                WHEN NOT o.applies THEN jobs.status
-                               WHEN o.error IS NULL THEN 'done'
-                               WHEN o.retry_at IS NULL THEN 'failed'
+                               WHEN o.kind IN ('done', 'failed') THEN o.kind
                                ELSE 'pending'
                            END,
-        result           = CASE WHEN o.applies AND o.error IS NULL THEN o.result::jsonb
+        attempts         = jobs.attempts - (o.applies AND o.kind = 'snoozed')::integer,
+        result           = CASE WHEN o.applies AND o.kind = 'done' THEN o.result::jsonb
                                 ELSE jobs.result END,
-        run_at           = CASE WHEN o.applies AND o.error IS NOT NULL
-                                THEN coalesce(o.retry_at, jobs.run_at) ELSE jobs.run_at END,
+        run_at           = CASE WHEN o.applies AND o.retry_at IS NOT NULL
+                                THEN o.retry_at ELSE jobs.run_at END,
         last_error       = CASE WHEN o.applies THEN coalesce(o.error, jobs.last_error)
                                 ELSE jobs.last_error END,
         finished_at      = CASE WHEN NOT o.applies THEN jobs.finished_at
-                                WHEN o.error IS NOT NULL AND o.retry_at IS NOT NULL THEN NULL
+                                WHEN o.retry_at IS NOT NULL THEN NULL
                                 ELSE coalesce(%(now)s::timestamptz, now()) END,
         updated_at       = CASE WHEN o.applies THEN coalesce(%(now)s::timestamptz, now())
                                 ELSE jobs.updated_at END,
@@ -440,13 +458,21 @@ LIMIT %(limit)s
 -- pending|processing → cancelled; no row when the job is absent or already finished. A
 -- running job keeps its lease (worker, attempts and deadline): its worker renews it until
 -- the run's code has stopped, and until then no retry of the job can be claimed.
-UPDATE jobs
-SET status      = 'cancelled',
-    finished_at = coalesce(%(now)s::timestamptz, now()),
-    updated_at  = coalesce(%(now)s::timestamptz, now())
-WHERE id = %(id)s
-  AND status IN ('pending', 'processing')
-RETURNING *
+-- A run that holds the job is told at once: NOTIFY conveyor_cancel with the id, which the
+-- worker running it turns into an immediate lease renewal that reports the cancel.
+WITH cancelled AS (
+    UPDATE jobs
+    SET status      = 'cancelled',
+        finished_at = coalesce(%(now)s::timestamptz, now()),
+        updated_at  = coalesce(%(now)s::timestamptz, now())
+    WHERE id = %(id)s
+      AND status IN ('pending', 'processing')
+    RETURNING *
+)
+SELECT cancelled.*,
+       CASE WHEN lease_expires_at IS NOT NULL
+            THEN pg_notify('conveyor_cancel', id::text) END AS woke
+FROM cancelled
 
 -- name: retry
 -- failed|cancelled → pending, runnable now, and wake listeners. attempts is kept (history),
@@ -490,6 +516,10 @@ GROUP BY queue, status
 -- name: listen
 -- The notifier's subscription; also its keep-alive probe (LISTEN again is a no-op).
 LISTEN conveyor_jobs
+
+-- name: listen_cancel
+-- Cancels of jobs that a run holds, with the job id (see cancel).
+LISTEN conveyor_cancel
 
 -- name: ping
 SELECT 1

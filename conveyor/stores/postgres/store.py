@@ -18,6 +18,7 @@ from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, 
 from conveyor.jobs import (
     EnqueueResult,
     Finish,
+    FinishKind,
     Job,
     JobFilter,
     JobStatus,
@@ -98,6 +99,8 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         updated_at=_utc(row["updated_at"]),
         started_at=_utc_or_none(row["started_at"]),
         finished_at=_utc_or_none(row["finished_at"]),
+        progress=row["progress"],
+        progress_message=row["progress_message"],
     )
 
 
@@ -135,7 +138,7 @@ class PostgresStore(Store):
       queues, outcomes, heartbeat, release, recovery). Its sessions use generic plans only
       (`plan_cache_mode = force_generic_plan`): these statements have one good plan whatever
       their parameters, and PostgreSQL's default would plan each call afresh once the
-      table has statistics (a third of a claim's cost), because a generic plan whose LIMIT
+      table has statistics (a large share of a claim's cost), because a generic plan whose LIMIT
       is a parameter is priced as if it returned a tenth of the table. A generic plan is
       kept until the table's statistics change, and one made while the table was empty
       would scan it; every runtime statement reaches its rows through an index, so these
@@ -212,6 +215,10 @@ class PostgresStore(Store):
             return int(row["version"]) if row else 0
 
         return self._run(work)
+
+    @property
+    def latest_version(self) -> int:
+        return MIGRATIONS[-1][0] if MIGRATIONS else 0
 
     def migrate(self) -> int:
         def work(cur: Cursor) -> int:
@@ -295,12 +302,26 @@ class PostgresStore(Store):
         return applied, _claimed([row for row in rows if row["id"] is not None])
 
     def heartbeat(
-        self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+        self,
+        refs: Sequence[LeaseRef],
+        *,
+        lease: timedelta,
+        progress: Mapping[int, tuple[float, str | None]] | None = None,
+        now: datetime | None = None,
     ) -> Renewal:
         if not refs:
             return Renewal()
         params = {**_fences(refs), "lease": lease, "now": _ts(now)}
         rows = self._run_runtime(lambda cur: cur.execute(Q["heartbeat"], params).fetchall())
+        reports = [ref for ref in refs if progress and ref.job_id in progress]
+        if reports:
+            assert progress is not None
+            report = {
+                **_fences(reports),
+                "progress": [progress[ref.job_id][0] for ref in reports],
+                "messages": [progress[ref.job_id][1] for ref in reports],
+            }
+            self._run_runtime(lambda cur: cur.execute(Q["report_progress"], report))
         return Renewal(
             lost={ref.job_id for ref in refs} - {row["id"] for row in rows},
             stop={row["id"] for row in rows if row["status"] != JobStatus.PROCESSING},
@@ -442,10 +463,10 @@ def _outcomes(finishes: Sequence[Finish]) -> dict[str, object]:
             fin.ref.job_id,
             fin.ref.worker,
             fin.ref.attempt,
-            fin.result_json if fin.error is None else None,
+            fin.result_json if fin.kind == FinishKind.DONE else None,
             fin.error,
-            None if fin.error is None else _iso(fin.retry_at),
-            fin.outcome,
+            _iso(fin.retry_at),
+            fin.kind.value,
         ]
         for fin in batch
     ]

@@ -47,6 +47,7 @@ class SqliteNotifier(Notifier):
     def _poll(self) -> None:
         conn: sqlite3.Connection | None = None
         last: int | None = None
+        seen: int | None = None  # the cancel signal last read (see cancel_signal)
         pause = POLL_INTERVAL_S
         polls = 0
         while not self._stopping.wait(pause):
@@ -76,6 +77,13 @@ class SqliteNotifier(Notifier):
                 self.wake_local()
             if last is not None and version != last:
                 self.wake_local()
+                if self._cancel_listeners:
+                    signal = self._store.cancel_signal(conn)
+                    if seen is not None and signal != seen:
+                        self._job_cancelled(None)
+                    seen = signal
+            elif seen is None and self._cancel_listeners:
+                seen = self._store.cancel_signal(conn)
             last = version
         if conn is not None:
             with contextlib.suppress(Exception):

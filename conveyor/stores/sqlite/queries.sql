@@ -63,7 +63,9 @@ SET status           = 'processing',
     worker           = :worker,
     started_at       = :now,
     updated_at       = :now,
-    lease_expires_at = :lease_until
+    lease_expires_at = :lease_until,
+    progress         = NULL,
+    progress_message = NULL
 WHERE id IN (
     SELECT j.id
     FROM levels AS l
@@ -96,6 +98,17 @@ WHERE id = :id
   AND lease_expires_at IS NOT NULL
 RETURNING status
 
+-- name: report_progress
+-- What a running task reported with ctx.progress(), written with its lease renewal; only
+-- while this claim holds the job and it is processing.
+UPDATE jobs
+SET progress         = :progress,
+    progress_message = :progress_message
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
+
 -- name: complete
 -- processing → done, fenced by the claim's worker and attempt.
 UPDATE jobs
@@ -123,6 +136,20 @@ WHERE id = :id
   AND worker = :worker
   AND attempts = :attempt
 RETURNING status
+
+-- name: snooze
+-- processing → pending at :retry_at, giving the attempt back (the task raised Snooze);
+-- fenced as complete.
+UPDATE jobs
+SET status           = 'pending',
+    attempts         = attempts - 1,
+    run_at           = :retry_at,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
 
 -- name: release
 -- processing → pending, giving the attempt back (graceful shutdown); same fence. The lease
@@ -261,6 +288,14 @@ WHERE lease_expires_at IS NOT NULL
 UPDATE jobs
 SET lease_expires_at = 0
 WHERE lease_expires_at IS NOT NULL
+
+-- name: signal_cancel
+-- A run held the job just cancelled: tell every worker process (see cancel_signal in
+-- migrations/0003_progress.sql).
+UPDATE cancel_signal SET version = version + 1 WHERE id = 1
+
+-- name: cancel_signal
+SELECT version FROM cancel_signal WHERE id = 1
 
 -- name: ping
 SELECT 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +14,7 @@ from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
 from conveyor.jobs import (
     EnqueueResult,
     Finish,
+    FinishKind,
     Job,
     JobFilter,
     JobStatus,
@@ -100,6 +101,8 @@ def row_to_job(row: sqlite3.Row) -> Job:
         updated_at=from_us(row["updated_at"]),  # type: ignore[arg-type]
         started_at=from_us(row["started_at"]),
         finished_at=from_us(row["finished_at"]),
+        progress=row["progress"],
+        progress_message=row["progress_message"],
     )
 
 
@@ -168,6 +171,16 @@ class SqliteStore(Store):
 
     # -- lifecycle -------------------------------------------------------------------
     def schema_version(self) -> int:
+        """0 without a schema. A database file that does not exist is not created (its
+        directory must exist): a read-only command must leave nothing behind."""
+        file = self._db.file
+        if (
+            not file.special
+            and file.identity is None
+            and not os.path.lexists(file.absolute)
+            and os.path.isdir(os.path.dirname(file.absolute))
+        ):
+            return 0
         with self._db.reading() as conn:
             try:
                 return int(conn.execute(Q["schema_version"]).fetchone()[0])
@@ -175,6 +188,10 @@ class SqliteStore(Store):
                 if "no such table" in str(exc):
                     return 0
                 raise
+
+    @property
+    def latest_version(self) -> int:
+        return MIGRATIONS[-1][0] if MIGRATIONS else 0
 
     def migrate(self) -> int:
         with self._write() as conn:
@@ -266,13 +283,19 @@ class SqliteStore(Store):
         return _claimed(self._write_one(Q["claim"], params))
 
     def heartbeat(
-        self, refs: Sequence[LeaseRef], *, lease: timedelta, now: datetime | None = None
+        self,
+        refs: Sequence[LeaseRef],
+        *,
+        lease: timedelta,
+        progress: Mapping[int, tuple[float, str | None]] | None = None,
+        now: datetime | None = None,
     ) -> Renewal:
         renewal = Renewal()
         if not refs:
             return renewal
         self._check_lease_clock()
         until = _lease_after(_clocks(now)[1], lease)
+        progress = progress or {}
         with self._write() as conn:
             for ref in refs:
                 row = conn.execute(Q["heartbeat"], {**_fence(ref), "lease_until": until}).fetchone()
@@ -280,6 +303,12 @@ class SqliteStore(Store):
                     renewal.lost.add(ref.job_id)
                 elif row[0] != JobStatus.PROCESSING:
                     renewal.stop.add(ref.job_id)
+                elif ref.job_id in progress:
+                    fraction, message = progress[ref.job_id]
+                    conn.execute(
+                        Q["report_progress"],
+                        {**_fence(ref), "progress": fraction, "progress_message": message},
+                    )
         return renewal
 
     def finish_many(
@@ -374,6 +403,8 @@ class SqliteStore(Store):
             row = conn.execute(Q["cancel"], {"id": job_id, "now": _now_us(now)}).fetchone()
             if row is None:
                 self._explain_refusal(conn, job_id, "cancel")
+            if row["lease_expires_at"] is not None:  # a run holds it: tell its worker
+                conn.execute(Q["signal_cancel"])
         return row_to_job(row)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
@@ -438,6 +469,14 @@ class SqliteStore(Store):
     def data_version(self, conn: sqlite3.Connection) -> int:
         return int(conn.execute(Q["data_version"]).fetchone()[0])
 
+    def cancel_signal(self, conn: sqlite3.Connection) -> int:
+        """Bumped by every cancel of a job a run holds; 0 before migration 0003."""
+        try:
+            row = conn.execute(Q["cancel_signal"]).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return 0 if row is None else int(row[0])
+
 
 def _claim_params(
     worker: str,
@@ -467,41 +506,44 @@ def _claimed(rows: Iterable[sqlite3.Row]) -> list[Job]:
 def _finish(
     conn: sqlite3.Connection, finishes: Sequence[Finish], now_us: int
 ) -> dict[int, JobStatus]:
-    """Write outcomes inside the caller's transaction: every `done` in one executemany,
-    failures one by one (they are rare and need their new status back). A run whose job is
-    no longer processing under its ref (cancelled, or a lease lost) writes no outcome; if
-    it still holds the lease, the lease ends (end_run)."""
+    """Write outcomes inside the caller's transaction: every `done` in one executemany, the
+    rest one by one (they are rare and need their new status back). A run whose job is no
+    longer processing under its ref (cancelled, or a lease lost) writes no outcome; if it
+    still holds the lease, the lease ends (end_run)."""
     applied: dict[int, JobStatus] = {}
-    done = [f for f in finishes if f.outcome and f.error is None]
+    done = [f for f in finishes if f.kind == FinishKind.DONE]
     rows: list[dict[str, object]] = [
         {**_fence(f.ref), "result": f.result_json, "now": now_us} for f in done
     ]
-    unapplied = [done[i] for i in sorted(_missed(conn, Q["complete"], rows))]
-    for fin in done:
-        applied[fin.ref.job_id] = JobStatus.DONE
-    for fin in unapplied:
-        del applied[fin.ref.job_id]
+    missed = _missed(conn, Q["complete"], rows)
+    unapplied = [fin for i, fin in enumerate(done) if i in missed]
+    applied.update(
+        (fin.ref.job_id, JobStatus.DONE) for i, fin in enumerate(done) if i not in missed
+    )
     for fin in finishes:
-        if fin.error is None:
-            if not fin.outcome:
-                unapplied.append(fin)
+        if fin.kind == FinishKind.DONE:
             continue
-        row = conn.execute(
-            Q["fail"],
-            {
-                **_fence(fin.ref),
-                "error": fin.error,
-                "retry_at": None if fin.retry_at is None else to_us(fin.retry_at),
-                "now": now_us,
-            },
-        ).fetchone()
-        if row is None:
+        status = _finish_one(conn, fin, now_us)
+        if status is None:
             unapplied.append(fin)
         else:
-            applied[fin.ref.job_id] = JobStatus(row[0])
+            applied[fin.ref.job_id] = status
     for fin in unapplied:
         conn.execute(Q["end_run"], {**_fence(fin.ref), "lease_until": None})
     return applied
+
+
+def _finish_one(conn: sqlite3.Connection, fin: Finish, now_us: int) -> JobStatus | None:
+    """A retry, failure or snooze; None when the ref no longer holds a processing job."""
+    retry_at = None if fin.retry_at is None else to_us(fin.retry_at)
+    if fin.kind == FinishKind.SNOOZED:
+        params = {**_fence(fin.ref), "retry_at": retry_at, "now": now_us}
+        return JobStatus.PENDING if conn.execute(Q["snooze"], params).rowcount else None
+    if fin.kind not in (FinishKind.RETRY, FinishKind.FAILED):
+        return None  # ended: no outcome
+    params = {**_fence(fin.ref), "error": fin.error, "retry_at": retry_at, "now": now_us}
+    row = conn.execute(Q["fail"], params).fetchone()
+    return None if row is None else JobStatus(row[0])
 
 
 def _fence(ref: LeaseRef) -> dict[str, object]:

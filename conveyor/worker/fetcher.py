@@ -1,0 +1,106 @@
+"""The fetcher: claims `min(free slots, fetch_limit)` jobs at a time, so no claimed job
+waits in a local buffer while its lease runs, and hands each to a slot. Outcomes ready at
+that moment ride in the claim's transaction (one commit, not two). When a claim returns
+fewer jobs than asked it sleeps on the notifier (a local or another process's enqueue, a
+freed slot, a retry coming due) for at most `fetch_interval`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Protocol
+
+from conveyor.jobs import Job
+from conveyor.stores import Notifier, Store
+from conveyor.worker.completer import Completer
+from conveyor.worker.storecalls import StoreCalls
+
+log = logging.getLogger("conveyor.worker")
+
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class Slots(Protocol):
+    """What the fetcher needs of the pool."""
+
+    @property
+    def free(self) -> int: ...
+
+    async def freed(self) -> None:
+        """Return once a slot is free (or the pool is stopping)."""
+
+
+class Fetcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        calls: StoreCalls,
+        notifier: Notifier,
+        completer: Completer,
+        slots: Slots,
+        start: Callable[[Job, float], None],
+        worker_id: str,
+        queues: list[str] | None,
+        fetch_limit: int,
+        fetch_interval: float,
+        lease: float,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._store = store
+        self._calls = calls
+        self._notifier = notifier
+        self._completer = completer
+        self._slots = slots
+        self._start = start
+        self._worker_id = worker_id
+        self._queues = queues
+        self._fetch_limit = fetch_limit
+        self._fetch_interval = fetch_interval
+        self._lease = lease
+        self._stopping = stopping
+
+    async def run(self) -> None:
+        """Claim and start jobs until the pool stops."""
+        backoff = BACKOFF_MIN_S
+        while not self._stopping.is_set():
+            free = self._slots.free
+            if free == 0:
+                await self._slots.freed()
+                continue
+            limit = min(free, self._fetch_limit)
+            finished = self._completer.take()
+            asked = time.monotonic()
+            try:
+                applied, jobs = await self._calls(
+                    self._store.finish_and_claim,
+                    [d.finish for d in finished],
+                    worker=self._worker_id,
+                    queues=self._queues,
+                    limit=limit,
+                    lease=timedelta(seconds=self._lease),
+                )
+            except Exception as exc:
+                self._completer.give_back(finished)
+                log.warning("claim failed, retrying in %.1fs: %s", backoff, exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            backoff = BACKOFF_MIN_S
+            self._completer.report(finished, applied)
+            for job in jobs:
+                # the lease certainly holds until `lease` after the claim was sent
+                self._start(job, asked + self._lease)
+            if len(jobs) < limit and not self._stopping.is_set():
+                # Nothing more is due: sleep until an enqueue wakes us, or the poll interval.
+                await self._notifier.wait(self._fetch_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
