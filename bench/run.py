@@ -124,6 +124,48 @@ def bench_drain(url: str, n: int, procs: int, slots: int) -> float:
     return n / (done - first_start)
 
 
+def starts_of(app: Conveyor, queue: str) -> list[float]:
+    """The start times (the noop task's result) of every job of `queue`."""
+    starts: list[float] = []
+    before: int | None = None
+    while True:
+        page = app.list_jobs(queue=queue, limit=1000, before_id=before)
+        if not page:
+            return starts
+        starts += [float(j.result) for j in page if j.result is not None]  # type: ignore[arg-type]
+        before = page[-1].id
+
+
+def bench_settings(
+    url: str, n: int, procs: int, slots: int, **settings: object
+) -> tuple[float, float]:
+    """Drain n/2 jobs of a queue with `settings` beside n/2 of an unlimited queue, both
+    enqueued before the workers start: jobs/s of each, from first to last start."""
+    with Conveyor(url) as app:
+        app.configure_queue("limited", **settings)  # type: ignore[arg-type]
+        keys = 100 if settings.get("fair") or settings.get("key_concurrency") else 0
+        half = n // 2
+        for start in range(0, half, 1000):
+            app.enqueue_many(
+                [
+                    {"type": "noop", "queue": "limited"}
+                    | ({"concurrency_key": f"k{i % keys}"} if keys else {})
+                    for i in range(start, start + 1000)
+                ]
+            )
+            app.enqueue_many([{"type": "noop", "queue": "free"}] * 1000)
+        workers = start_workers(url, procs, slots)
+        try:
+            wait_drained(app)
+        finally:
+            stop_workers(workers)
+        rates = []
+        for queue in ("limited", "free"):
+            starts = starts_of(app, queue)
+            rates.append(len(starts) / (max(starts) - min(starts)))
+    return rates[0], rates[1]
+
+
 def bench_latency(url: str, n: int, procs: int, slots: int) -> tuple[float, float]:
     with Conveyor(url) as app:
         workers = start_workers(url, procs, slots)
@@ -157,6 +199,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=10)
     args = parser.parse_args()
     rows = []
+    flow = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for store in args.stores.split(","):
@@ -165,6 +208,10 @@ def main() -> None:
             drain2 = bench_drain(fresh_url(store, tmp), args.drain_n, 2, args.slots)
             p50, p99 = bench_latency(fresh_url(store, tmp), args.latency_n, 2, args.slots)
             rows.append((store, single, bulk, drain1, drain2, p50, p99))
+            n, slots = args.drain_n, args.slots
+            limited = bench_settings(fresh_url(store, tmp), n, 2, slots, concurrency=20)
+            fair = bench_settings(fresh_url(store, tmp), n, 2, slots, fair=True)
+            flow.append((store, drain2, *limited, *fair))
             print(f"# {store}: done", file=sys.stderr, flush=True)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
@@ -181,6 +228,20 @@ def main() -> None:
         print(
             f"| {store} | {single:,.0f} | {bulk:,.0f} | {d1:,.0f} | {d2:,.0f} "
             f"| {p50:.1f} | {p99:.1f} |"
+        )
+    print(
+        "\nFlow control, 2 procs: N/2 jobs of a queue with settings beside N/2 of an "
+        "unlimited queue, jobs/s of each from first to last start\n"
+    )
+    print(
+        "| store | no settings (drain 2 procs) | concurrency=20 queue | beside it, unlimited "
+        "| fair, 100 keys | beside it, unlimited |"
+    )
+    print("|---|---|---|---|---|---|")
+    for store, plain, limited, free1, fair, free2 in flow:
+        print(
+            f"| {store} | {plain:,.0f} | {limited:,.0f} | {free1:,.0f} | {fair:,.0f} "
+            f"| {free2:,.0f} |"
         )
 
 

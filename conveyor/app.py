@@ -9,20 +9,56 @@ import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from conveyor.backoff import BackoffPolicy, exponential_backoff
 from conveyor.errors import InvalidJob, JobNotFound, UnknownTask
-from conveyor.jobs import LIST_LIMIT_DEFAULT, EnqueueResult, Job, JobStatus, NewJob
+from conveyor.jobs import (
+    LIST_LIMIT_DEFAULT,
+    EnqueueResult,
+    Job,
+    JobStatus,
+    NewJob,
+    QueueSettings,
+    utcnow,
+)
 from conveyor.payloads import encode_payload
+from conveyor.periodic import (
+    DEFAULT_TIMEZONE,
+    Periodic,
+    PeriodicListing,
+    PeriodicSpec,
+    Schedule,
+    check_periodic_name,
+    listings,
+)
 from conveyor.settings import Settings
 from conveyor.stores import Store, open_store
 from conveyor.tasks import Task, TaskOptions
-from conveyor.validation import absent_id, job_filter, new_job, retention
+from conveyor.validation import (
+    QueueOptions,
+    absent_id,
+    job_filter,
+    new_job,
+    queue_changes,
+    queue_name,
+    retention,
+)
 
 _BATCH_FIELDS = frozenset(
-    {"type", "payload", "priority", "queue", "max_attempts", "delay", "run_at", "unique_key"}
+    {
+        "type",
+        "payload",
+        "priority",
+        "queue",
+        "max_attempts",
+        "delay",
+        "run_at",
+        "unique_key",
+        "concurrency_key",
+    }
 )
 # The `*_async` methods run the synchronous store calls on this many threads of the app's
 # own: however many coroutines enqueue at once, they use at most this many store
@@ -48,6 +84,8 @@ class Conveyor:
         # since `_lock` is held while a store opens (seconds, when it is unreachable)
         self._threads: ThreadPoolExecutor | None = None
         self._threads_lock = threading.Lock()
+        # app.periodic(...) registrations by name (SPEC §7; built into jobs by periodic_jobs)
+        self._periodic: dict[str, PeriodicSpec] = {}
 
     # -- configuration ---------------------------------------------------------------
     # True once `database_url` was read from DATABASE_URL (the app was built without one)
@@ -190,6 +228,104 @@ class Conveyor:
         for listener in list(self._enqueue_listeners):
             listener()
 
+    # -- periodic jobs (SPEC §7) ----------------------------------------------------------------
+    @overload
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        task: str,
+        payload: object = None,
+        name: str | None = None,
+        timezone: str = DEFAULT_TIMEZONE,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> PeriodicSpec: ...
+
+    @overload
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        task: None = None,
+        payload: object = None,
+        name: str | None = None,
+        timezone: str = DEFAULT_TIMEZONE,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        task: str | None = None,
+        payload: object = None,
+        name: str | None = None,
+        timezone: str = DEFAULT_TIMEZONE,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> PeriodicSpec | Callable[[Callable[..., Any]], Task]:
+        """Enqueue a job at every tick of `schedule`, a cron expression (5 fields, or 6 with
+        the seconds first) in `timezone`, once per tick however many workers run (SPEC §7).
+        `@app.periodic("*/5 * * * *")` over a function registers it as a task too (or takes
+        the Task of `@app.task(...)` below it); `app.periodic("0 3 * * *", task="export",
+        payload=...)` schedules a task by name. `name` (default: the task's) keys the
+        schedule in the store. A bad expression or time zone, a name used twice, or a payload
+        the task's signature refuses is InvalidJob here, or, for a task registered later,
+        when a worker starts."""
+        parsed = Schedule.parse(schedule, timezone)
+
+        def register(type_name: str) -> PeriodicSpec:
+            key = check_periodic_name(type_name if name is None else name)
+            if key in self._periodic:
+                raise InvalidJob(f"periodic job {key!r} is registered twice")
+            spec = PeriodicSpec(key, parsed, type_name, payload, queue, priority, max_attempts)
+            if type_name in self.tasks or not self.tasks:
+                self._build_periodic(spec)  # check the payload now, where it can be
+            self._periodic[key] = spec
+            return spec
+
+        if task is not None:
+            return register(task)
+
+        def decorate(fn: Callable[..., Any]) -> Task:
+            registered = fn if isinstance(fn, Task) else self.task(fn)
+            register(registered.name)
+            return registered
+
+        return decorate
+
+    def periodic_jobs(self) -> dict[str, Periodic]:
+        """The registered periodic jobs by name, each with the job its ticks enqueue (the
+        task's queue, priority and max_attempts unless given); InvalidJob or UnknownTask for
+        one whose task or payload does not fit."""
+        return {name: self._build_periodic(spec) for name, spec in self._periodic.items()}
+
+    def _build_periodic(self, spec: PeriodicSpec) -> Periodic:
+        try:
+            job = self.build_job(
+                spec.type,
+                spec.payload,
+                queue=spec.queue,
+                priority=spec.priority,
+                max_attempts=spec.max_attempts,
+            )
+        except (InvalidJob, UnknownTask) as exc:
+            raise type(exc)(f"periodic job {spec.name!r}: {exc}") from None
+        return Periodic(spec.name, spec.schedule, job)
+
+    def list_periodic(self, *, now: datetime | None = None) -> list[PeriodicListing]:
+        """Every periodic job the store knows and this app registers, by name: schedule,
+        time zone, next tick, the last tick enqueued and its job (SPEC §7; `conveyor periodic
+        list`, GET /periodic). Rows of schedules the app no longer registers are kept (their
+        last tick still guards against a late duplicate) and listed as inactive."""
+        registered = {name: spec.schedule for name, spec in self._periodic.items()}
+        return listings(self.store.list_periodic(), registered, now or utcnow())
+
     # -- producers -----------------------------------------------------------------------
     def build_job(
         self,
@@ -202,6 +338,7 @@ class Conveyor:
         run_at: datetime | None = None,
         unique_key: str | None = None,
         max_attempts: int | None = None,
+        concurrency_key: str | None = None,
     ) -> NewJob:
         """Validate one job, applying the task's own defaults; raises InvalidJob/UnknownTask."""
         task = self.tasks.get(type) if isinstance(type, str) else None
@@ -218,6 +355,7 @@ class Conveyor:
             run_at=run_at,
             unique_key=unique_key,
             default_max_attempts=self.default_max_attempts,
+            concurrency_key=concurrency_key,
         )
         if task is not None:  # the payload must fit the task's signature (SPEC §2)
             task.check_payload(payload, job.payload_json)
@@ -235,9 +373,12 @@ class Conveyor:
         unique_key: str | None = None,
         max_attempts: int | None = None,
         connection: object | None = None,
+        concurrency_key: str | None = None,
     ) -> Job:
         """Insert one job (or return the unfinished job holding `unique_key`).
-        With `connection`, the job joins that open transaction and exists only if it commits."""
+        With `connection`, the job joins that open transaction and exists only if it commits.
+        `concurrency_key` (a tenant, say) is what the queue's key_concurrency and fair
+        settings go by (SPEC §7)."""
         return self.enqueue_job(
             self.build_job(
                 type,
@@ -248,6 +389,7 @@ class Conveyor:
                 run_at=run_at,
                 unique_key=unique_key,
                 max_attempts=max_attempts,
+                concurrency_key=concurrency_key,
             ),
             connection=connection,
         ).job
@@ -368,6 +510,42 @@ class Conveyor:
         """Raise StoreUnavailable unless the store answers and can take writes (/readyz)."""
         self.store.ping()
 
+    # -- queue settings (SPEC §7): held in the store, for the whole fleet, changed while it runs
+    def queues(self) -> list[QueueSettings]:
+        """Every queue that has jobs or settings, by name: its settings, and its job counts
+        by status in `counts` (read as `stats()` reads them, so this costs what it costs)."""
+        settings = {queue.name: queue for queue in self.store.list_queues()}
+        counts = self.store.stats()
+        return [
+            replace(settings.get(name) or QueueSettings(name), counts=counts.get(name, {}))
+            for name in sorted(settings.keys() | counts.keys())
+        ]
+
+    def configure_queue(self, name: str, **settings: Unpack[QueueOptions]) -> QueueSettings:
+        """Set a queue's limits across all workers, while they run: `concurrency` (jobs of the
+        queue processing at once), `rate_limit` (`"10/s"`, `"600/m"`, `"5000/h"`: jobs started
+        in any such sliding window), `key_concurrency` (processing at once per
+        `concurrency_key`), `fair` (claims rotate across concurrency keys). Only the settings
+        given change; None (or `"none"`) clears a limit. A bad value is InvalidJob, an unknown
+        setting TypeError, and nothing changes. Returns the queue's settings."""
+        queue = queue_name(name)
+        changes = queue_changes(settings)
+        configured = self.store.configure_queue(queue, **changes)
+        self._woken()  # a limit raised or cleared may release jobs now
+        return configured
+
+    def pause_queue(self, name: str) -> QueueSettings:
+        """Stop starting the queue's jobs on every worker (running ones finish; enqueueing
+        still works) until `resume_queue`. Returns the queue's settings."""
+        return self.store.pause_queue(queue_name(name))
+
+    def resume_queue(self, name: str) -> QueueSettings:
+        """Start the queue's jobs again: ends a pause, and a fleet-wide backoff
+        (`Snooze(queue=True)`'s `paused_until`) too. Returns the queue's settings."""
+        resumed = self.store.resume_queue(queue_name(name))
+        self._woken()
+        return resumed
+
     # -- async code ---------------------------------------------------------------------------
     # The sync methods, each run on one of the app's ASYNC_THREADS threads: the same
     # validation, results, errors and wake-ups, and the event loop (any loop: asyncio's,
@@ -384,6 +562,7 @@ class Conveyor:
         run_at: datetime | None = None,
         unique_key: str | None = None,
         max_attempts: int | None = None,
+        concurrency_key: str | None = None,
     ) -> Job:
         """`enqueue` for async code: awaits the store without blocking the event loop."""
         return await self._off_loop(
@@ -397,6 +576,7 @@ class Conveyor:
                 run_at=run_at,
                 unique_key=unique_key,
                 max_attempts=max_attempts,
+                concurrency_key=concurrency_key,
             )
         )
 

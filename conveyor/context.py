@@ -98,18 +98,22 @@ def bind(context: JobContext) -> object:
 
 
 class Snooze(Exception):
-    """Raise to put the job back to `pending` for `seconds` without using an attempt."""
+    """Raise to put the job back to `pending` for `seconds` without using an attempt; with
+    `queue=True` its whole queue starts no job on any worker for that long (a partner's
+    429: fleet-wide backoff, SPEC §7)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, queue: bool = False) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise TypeError(f"Snooze(seconds): a number of seconds, not {seconds!r}")
         if not (math.isfinite(seconds) and 0 <= seconds <= DELAY_MAX_SECONDS):
             raise ValueError(f"Snooze(seconds): 0 to {DELAY_MAX_SECONDS} seconds, not {seconds!r}")
-        super().__init__(f"snoozed for {seconds}s")
+        super().__init__(f"snoozed for {seconds}s" + (" with its queue" if queue else ""))
         self.seconds = float(seconds)
+        self.queue = bool(queue)
 
-    def __reduce__(self) -> tuple[type[Snooze], tuple[float]]:
-        return Snooze, (self.seconds,)  # rebuilt as raised (from an isolated task's process)
+    def __reduce__(self) -> tuple[type[Snooze], tuple[float, bool]]:
+        # rebuilt as raised (from an isolated task's process)
+        return Snooze, (self.seconds, self.queue)
 
 
 class Retry(Exception):

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TypeAlias, cast
+from typing import TypeAlias, TypedDict, cast
 
 from conveyor import jsontext
 
@@ -33,6 +33,7 @@ MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000
 DELAY_MAX_SECONDS = 31_536_000
 NAME_MAX = 200  # type and queue, in characters
 UNIQUE_KEY_MAX = 255
+CONCURRENCY_KEY_MAX = 255
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
 DEFAULT_MAX_ATTEMPTS = 5  # MAX_ATTEMPTS's default (Settings), for tasks that set none
@@ -73,6 +74,7 @@ class Job:
     finished_at: datetime | None
     progress: float | None = None  # what the running task last reported (SPEC §6)
     progress_message: str | None = None
+    concurrency_key: str | None = None  # key_concurrency and fair share (SPEC §7)
 
     def lease_ref(self) -> LeaseRef:
         """The fencing token of the claim that produced this job record."""
@@ -101,6 +103,7 @@ class Job:
             "finished_at": _iso(self.finished_at),
             "progress": self.progress,
             "progress_message": self.progress_message,
+            "concurrency_key": self.concurrency_key,
         }
 
 
@@ -119,6 +122,7 @@ class NewJob:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     run_at: datetime | None = None  # None: now, by the store's clock
     unique_key: str | None = None
+    concurrency_key: str | None = None
 
     def as_inserted(self, id: int, *, run_at: datetime, at: datetime, payload: JSONValue) -> Job:
         """The pending Job this insert produced: the store read back only what the
@@ -142,6 +146,7 @@ class NewJob:
             updated_at=at,
             started_at=None,
             finished_at=None,
+            concurrency_key=self.concurrency_key,
         )
 
 
@@ -193,6 +198,7 @@ class Finish:
     result_json: str = "null"
     error: str | None = None
     retry_at: datetime | None = None
+    hold_queue: bool = False  # snoozed with its queue (Snooze(queue=True)): the worker holds it
 
     @classmethod
     def done(cls, ref: LeaseRef, result_json: str = "null") -> Finish:
@@ -207,8 +213,8 @@ class Finish:
         return cls(ref, FinishKind.FAILED, error=error)
 
     @classmethod
-    def snoozed(cls, ref: LeaseRef, at: datetime) -> Finish:
-        return cls(ref, FinishKind.SNOOZED, retry_at=at)
+    def snoozed(cls, ref: LeaseRef, at: datetime, *, hold_queue: bool = False) -> Finish:
+        return cls(ref, FinishKind.SNOOZED, retry_at=at, hold_queue=hold_queue)
 
     @classmethod
     def ended(cls, ref: LeaseRef) -> Finish:
@@ -253,6 +259,79 @@ class JobFilter:
     queue: str | None = None
     before_id: int | None = None
     limit: int = LIST_LIMIT_DEFAULT
+
+
+# -- queue settings (SPEC §7) ------------------------------------------------------------------
+# A rate limit's units ("10/s", "600/m", "5000/h") in seconds.
+RATE_PERIODS = {"s": 1, "m": 60, "h": 3600}
+# concurrency, key_concurrency and a rate's count: from 1 to this (nine digits; both stores
+# hold them as 32-bit integers).
+QUEUE_LIMIT_MAX = 999_999_999
+# What `configure_queue` changes (QueueChanges' keys).
+QUEUE_SETTINGS = ("concurrency", "rate_limit", "key_concurrency", "fair")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` jobs of a queue started in any window of `period` seconds, across all
+    workers (a sliding window). Written `10/s`, `600/m`, `5000/h`: `str()` gives that text,
+    `validation.rate_limit` parses it."""
+
+    count: int
+    period: int  # seconds: 1, 60 or 3600
+
+    def __str__(self) -> str:
+        for unit, seconds in RATE_PERIODS.items():
+            if seconds == self.period:
+                return f"{self.count}/{unit}"
+        return f"{self.count}/{self.period}s"  # not one of ours (written by hand in the store)
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(seconds=self.period)
+
+
+class QueueChanges(TypedDict, total=False):
+    """Validated changes to a queue's settings (`validation.queue_changes` builds them): only
+    the settings given change; None clears a limit."""
+
+    concurrency: int | None
+    rate_limit: RateLimit | None
+    key_concurrency: int | None
+    fair: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's flow-control settings as the store holds them (SPEC §7); None means no
+    limit. `paused` is an operator's pause (until resumed); `paused_until` the fleet-wide
+    backoff of `Snooze(queue=True)`, None once it has passed. `counts` (jobs by status,
+    non-zero only) is filled by `Conveyor.queues()`, the listing; None elsewhere."""
+
+    name: str
+    concurrency: int | None = None
+    rate_limit: RateLimit | None = None
+    key_concurrency: int | None = None
+    fair: bool = False
+    paused: bool = False
+    paused_until: datetime | None = None
+    counts: Mapping[str, int] | None = None
+
+    def to_json(self) -> dict[str, JSONValue]:
+        """GET /queues' item (and `conveyor queues … --json`): `rate_limit` as text ("10/s"),
+        `paused_until` ISO 8601; `counts` only when it was read."""
+        out: dict[str, JSONValue] = {
+            "name": self.name,
+            "concurrency": self.concurrency,
+            "rate_limit": None if self.rate_limit is None else str(self.rate_limit),
+            "key_concurrency": self.key_concurrency,
+            "fair": self.fair,
+            "paused": self.paused,
+            "paused_until": _iso(self.paused_until),
+        }
+        if self.counts is not None:
+            out["counts"] = dict(self.counts)
+        return out
 
 
 def seconds(value: float) -> timedelta:

@@ -18,6 +18,7 @@ from conveyor.settings import Settings, redact_url
 from conveyor.stores import Store, open_store
 from conveyor.worker import PoolConfig, WorkerPool
 from conveyor.worker.isolation import IsolationConfig
+from conveyor.worker.retention import RetentionConfig
 
 log = logging.getLogger("conveyor")
 
@@ -117,6 +118,7 @@ def pool_config(settings: Settings) -> PoolConfig:
             max_memory_per_child=settings.max_memory_per_child or None,
             app_spec=settings.app,  # where a child process finds the tasks
         ),
+        retention=RetentionConfig.of(settings.retention),
     )
 
 

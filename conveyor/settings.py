@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conveyor.jobs import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_MAX, MAX_ATTEMPTS_MIN
+from conveyor.errors import ConveyorError
+from conveyor.jobs import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_MAX, MAX_ATTEMPTS_MIN, JobStatus
+from conveyor.validation import parse_retention
 
 # SPEC §3's defaults, each defined here once: Settings, the worker's PoolConfig, the HTTP
 # server and the CLI's help texts read them from these names.
@@ -22,6 +25,10 @@ DEFAULT_SHUTDOWN_TIMEOUT = 30.0  # seconds
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# SPEC §7 retention: how long finished jobs are kept, per status (validation.parse_retention)
+DEFAULT_RETAIN_DONE = "1d"
+DEFAULT_RETAIN_CANCELLED = "1d"
+DEFAULT_RETAIN_FAILED = "7d"
 
 
 def _env(name: str) -> AliasChoices:
@@ -81,6 +88,12 @@ class Settings(BaseSettings):
     max_memory_per_child: float | None = Field(  # MiB; None or 0: unlimited
         None, ge=0, validation_alias=_env("MAX_MEMORY_PER_CHILD")
     )
+    # SPEC §7 retention, as given ("1d", "forever", "0"); read through `retention`
+    retain_done: str = Field(DEFAULT_RETAIN_DONE, validation_alias=_env("RETAIN_DONE"))
+    retain_cancelled: str = Field(
+        DEFAULT_RETAIN_CANCELLED, validation_alias=_env("RETAIN_CANCELLED")
+    )
+    retain_failed: str = Field(DEFAULT_RETAIN_FAILED, validation_alias=_env("RETAIN_FAILED"))
 
     _flags: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
@@ -121,6 +134,24 @@ class Settings(BaseSettings):
     def queue_list(self) -> list[str] | None:
         names = [q.strip() for q in self.queues.split(",") if q.strip()]
         return names or None
+
+    @field_validator("retain_done", "retain_cancelled", "retain_failed")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        try:
+            parse_retention(value)
+        except ConveyorError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def retention(self) -> dict[JobStatus, timedelta | None]:
+        """How long finished jobs are kept, per status; None keeps them for ever."""
+        return {
+            JobStatus.DONE: parse_retention(self.retain_done),
+            JobStatus.CANCELLED: parse_retention(self.retain_cancelled),
+            JobStatus.FAILED: parse_retention(self.retain_failed),
+        }
 
 
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^?#]*@")

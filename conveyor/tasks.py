@@ -198,6 +198,7 @@ class Task:
         unique_key: str | None = None,
         max_attempts: int | None = None,
         connection: object | None = None,
+        concurrency_key: str | None = None,
         **kwargs: Any,
     ) -> Job:
         """Enqueue one run: `task.enqueue("hello")`, `task.enqueue({"a": 1})` or
@@ -216,4 +217,5 @@ class Task:
             unique_key=unique_key,
             max_attempts=max_attempts,
             connection=connection,
+            concurrency_key=concurrency_key,
         )

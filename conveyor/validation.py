@@ -8,10 +8,13 @@ The ranges themselves are defined once, in conveyor/jobs.py.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from conveyor import jobs
-from conveyor.errors import InvalidJob
+from conveyor.errors import ConveyorError, InvalidJob
 from conveyor.jobs import JobFilter, JobStatus, NewJob
 from conveyor.payloads import encode_payload
 
@@ -80,6 +83,38 @@ def retention(older_than: timedelta) -> timedelta:
     return older_than
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_SECONDS = MAX_RETENTION_DAYS * 86400
+# What a retention option (SPEC §7) says to keep a status's finished jobs for ever.
+FOREVER = "forever"
+
+
+def parse_duration(text: str) -> timedelta:
+    """`7d`, `12h`, `30m`, `45s`, `2w` or plain seconds, from 0 to 36500d (100 years): the
+    format of `conveyor prune --older-than` and of the retention options."""
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ConveyorError(f"bad duration {text!r}: use e.g. 7d, 12h, 30m or 45s")
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if not seconds <= _MAX_SECONDS:  # also inf, from a number of 309 digits or more
+        raise ConveyorError(
+            f"duration {text.strip()!r} is out of range: at most {MAX_RETENTION_DAYS}d (100 years)"
+        )
+    return timedelta(seconds=seconds)
+
+
+def parse_retention(text: str) -> timedelta | None:
+    """A retention option (`--retain-done 1d`, SPEC §7): how long finished jobs of a status
+    are kept, in parse_duration's format, or None to keep them for ever: `forever`, and any
+    zero duration (`0`, `0s`, `0d`), since SPEC §7 says `0` keeps them (a zero that meant
+    "delete at once" would be one keystroke from "never delete")."""
+    if text.strip().lower() == FOREVER:
+        return None
+    age = parse_duration(text)
+    return age if age > timedelta(0) else None
+
+
 def _check_int(value: object, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidJob(f"{field} must be an integer")
@@ -132,6 +167,7 @@ def new_job(
     run_at: datetime | str | None = None,
     unique_key: str | None = None,
     default_max_attempts: int = jobs.DEFAULT_MAX_ATTEMPTS,
+    concurrency_key: str | None = None,
 ) -> NewJob:
     """Validate one job's fields and encode its payload; raises InvalidJob."""
     return NewJob(
@@ -154,4 +190,103 @@ def new_job(
         unique_key=None
         if unique_key is None
         else check_name(unique_key, "unique_key", jobs.UNIQUE_KEY_MAX),
+        concurrency_key=None
+        if concurrency_key is None
+        else check_name(concurrency_key, "concurrency_key", jobs.CONCURRENCY_KEY_MAX),
     )
+
+
+# -- queue settings (SPEC §7) -------------------------------------------------------------------
+# The one parser of queue settings for every entry point: `Conveyor.configure_queue`, `conveyor
+# queues set` (whose options arrive as text: "5", "none", "10/s") and PUT /queues/{name}.
+NO_LIMIT = "none"  # what clears a limit, besides None
+_RATE = "([1-9][0-9]{0,8})/([smh])"  # N from 1 to 999,999,999 (jobs.QUEUE_LIMIT_MAX)
+# What rate_limit accepts as text, exactly (the HTTP schema documents it)
+RATE_LIMIT_PATTERN = f"^({NO_LIMIT}|{_RATE})$"
+_DIGITS = re.compile("[0-9]{1,12}")
+_RATE_FORMS = "N/s, N/m or N/h with N from 1, e.g. 10/s"
+
+
+def queue_name(value: object) -> str:
+    """A queue's name: the rules of a job's `queue`."""
+    return check_name(value, "queue", jobs.NAME_MAX)
+
+
+def queue_limit(value: object, field: str) -> int | None:
+    """`concurrency` / `key_concurrency`: an integer from 1, or None or "none" for no limit
+    (the text of an integer too, as the CLI passes it); InvalidJob otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == NO_LIMIT:
+            return None
+        if not _DIGITS.fullmatch(text):
+            raise InvalidJob(f"{field} must be an integer of at least 1, or {NO_LIMIT}")
+        value = int(text)
+    return _check_int(value, field, 1, jobs.QUEUE_LIMIT_MAX)
+
+
+def rate_limit(value: object) -> jobs.RateLimit | None:
+    """`rate_limit`: text `N/s`, `N/m` or `N/h` (N from 1), a RateLimit, or None or "none" for
+    no limit; InvalidJob otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, jobs.RateLimit):
+        count, period = value.count, value.period
+        if period not in jobs.RATE_PERIODS.values():
+            raise InvalidJob("rate_limit's period must be 1, 60 or 3600 seconds")
+    elif isinstance(value, str):
+        if value == NO_LIMIT:
+            return None
+        match = re.fullmatch(_RATE, value)
+        if match is None:
+            raise InvalidJob(
+                f"rate_limit must be {_RATE_FORMS} (or {NO_LIMIT}), got {value[:40]!r}"
+            )
+        count, period = int(match.group(1)), jobs.RATE_PERIODS[match.group(2)]
+    else:
+        raise InvalidJob(f"rate_limit must be text ({_RATE_FORMS}) or None")
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise InvalidJob("rate_limit's count must be an integer")
+    if not 1 <= count <= jobs.QUEUE_LIMIT_MAX:
+        raise InvalidJob(f"rate_limit's count must be between 1 and {jobs.QUEUE_LIMIT_MAX}")
+    return jobs.RateLimit(count, period)
+
+
+def queue_changes(changes: Mapping[str, object]) -> jobs.QueueChanges:
+    """The given queue settings, checked (only those given; None or "none" clears a limit).
+    An unknown setting is a TypeError, like an unknown keyword argument; a bad value is
+    InvalidJob."""
+    unknown = sorted(set(changes) - set(jobs.QUEUE_SETTINGS))
+    if unknown:
+        settings = ", ".join(jobs.QUEUE_SETTINGS)
+        raise TypeError(f"unknown queue setting {unknown[0]!r}; the settings are {settings}")
+    out = jobs.QueueChanges()
+    if "concurrency" in changes:
+        out["concurrency"] = queue_limit(changes["concurrency"], "concurrency")
+    if "rate_limit" in changes:
+        out["rate_limit"] = rate_limit(changes["rate_limit"])
+    if "key_concurrency" in changes:
+        out["key_concurrency"] = queue_limit(changes["key_concurrency"], "key_concurrency")
+    if "fair" in changes:
+        if not isinstance(changes["fair"], bool):
+            raise InvalidJob("fair must be true or false")
+        out["fair"] = changes["fair"]
+    return out
+
+
+def hold_until(value: object) -> datetime:
+    """The end of a queue's fleet-wide backoff: an aware datetime (as `parse_run_at`)."""
+    if not isinstance(value, datetime):
+        raise InvalidJob("paused_until must be a datetime with a timezone")
+    return parse_run_at(value)
+
+
+class QueueOptions(TypedDict, total=False):
+    """What `Conveyor.configure_queue` takes, before `queue_changes` checks it."""
+
+    concurrency: int | str | None
+    rate_limit: str | jobs.RateLimit | None
+    key_concurrency: int | str | None
+    fair: bool

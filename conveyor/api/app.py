@@ -31,6 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __doc__ as conveyor_doc
 from conveyor.api import auth, jobs, security, system
+from conveyor.api import periodic as periodic_routes
+from conveyor.api import queues as queue_routes
 from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.prometheus import PrometheusExporter
 from conveyor.app import Conveyor
@@ -78,6 +80,8 @@ def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> Fast
     # With a token, OpenAPI declares the bearer scheme (the middleware enforces it).
     secured = [Security(auth.bearer_scheme)] if token else []
     api.include_router(jobs.router(conveyor), dependencies=secured)
+    api.include_router(periodic_routes.router(conveyor), dependencies=secured)
+    api.include_router(queue_routes.router(conveyor), dependencies=secured)
     api.include_router(system.metrics_router(conveyor, metrics, exporter), dependencies=secured)
     api.include_router(system.probes_router(conveyor))
     api.include_router(dashboard.router(conveyor, metrics), dependencies=secured)

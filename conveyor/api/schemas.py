@@ -19,12 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictBool,
     WithJsonSchema,
     model_validator,
 )
 
 from conveyor import jobs
-from conveyor.validation import check_name, parse_run_at
+from conveyor.validation import RATE_LIMIT_PATTERN, check_name, parse_run_at, rate_limit
 
 
 def _run_at(value: object) -> datetime:
@@ -54,6 +55,7 @@ StrictStr = Annotated[str, Field(strict=True, json_schema_extra=NO_NUL)]
 TypeName = Annotated[StrictStr, Field(min_length=1, max_length=jobs.NAME_MAX)]
 QueueName = Annotated[StrictStr, Field(min_length=1, max_length=jobs.NAME_MAX)]
 UniqueKey = Annotated[StrictStr, Field(min_length=1, max_length=jobs.UNIQUE_KEY_MAX)]
+ConcurrencyKey = Annotated[StrictStr, Field(min_length=1, max_length=jobs.CONCURRENCY_KEY_MAX)]
 Priority = Annotated[
     int,
     Field(strict=True, ge=jobs.PRIORITY_MIN, le=jobs.PRIORITY_MAX),
@@ -115,6 +117,11 @@ class JobIn(BaseModel):
     unique_key: UniqueKey | None = Field(
         None, description="at most one unfinished job per key; a repeat returns that job"
     )
+    concurrency_key: ConcurrencyKey | None = Field(
+        None,
+        description="e.g. a tenant: the queue's key_concurrency limits the jobs processing "
+        "per key, and a fair queue rotates its claims across keys",
+    )
 
     @model_validator(mode="after")
     def _delay_or_run_at(self) -> JobIn:
@@ -157,6 +164,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     progress: float | None = Field(description="0 to 1, as the running task last reported it")
     progress_message: str | None = Field(description="what the running task said it was doing")
+    concurrency_key: str | None = Field(description="the key of key_concurrency and fair share")
 
 
 class JobsOut(BaseModel):
@@ -174,6 +182,115 @@ class MetricsOut(BaseModel):
     slots_total: int
     slots_busy: int
     queues: dict[str, dict[str, int]] = Field(description="{queue: {status: count}}")
+
+
+class PeriodicOut(BaseModel):
+    """One periodic job's schedule (SPEC §7); timestamps are ISO 8601 with a timezone."""
+
+    name: str = Field(description="the schedule's name (the task's, unless given)")
+    schedule: str = Field(description="cron expression: 5 fields, or 6 with the seconds first")
+    timezone: str = Field(description="IANA time zone the ticks are computed in")
+    active: bool | None = Field(
+        description="registered by the served app; false: no longer (the row is kept); "
+        "null: the served app registers no periodic jobs, so it cannot tell"
+    )
+    next_tick: datetime | None = Field(description="the next tick (null when inactive)")
+    last_tick: datetime | None = Field(description="the latest tick enqueued")
+    last_job_id: int | None = Field(description="the job of that tick")
+    last_job_status: jobs.JobStatus | None = Field(
+        description="that job's status; null once it was pruned"
+    )
+    updated_at: datetime | None = Field(description="when the row last changed")
+
+
+class PeriodicListOut(BaseModel):
+    periodic: list[PeriodicOut]
+
+
+# -- queue settings (SPEC §7) -------------------------------------------------------------------
+QueueLimit = Annotated[
+    int,
+    Field(strict=True, ge=1, le=jobs.QUEUE_LIMIT_MAX),
+    BeforeValidator(_integral),
+]
+
+
+def _rate_limit(value: str) -> str:
+    rate_limit(value)  # the one parser's verdict and message (InvalidJob is a ValueError)
+    return value
+
+
+RateLimitText = Annotated[
+    StrictStr,
+    AfterValidator(_rate_limit),
+    # documents what the parser accepts, exactly
+    Field(json_schema_extra={"pattern": RATE_LIMIT_PATTERN, "examples": ["10/s", "600/m"]}),
+]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # a setting not given is left as it is, not set to a default
+
+
+class QueueSettingsIn(BaseModel):
+    """PUT /queues/{name}: the settings to change; those not given are left as they are, and
+    `null` clears a limit."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"concurrency": 2, "rate_limit": "10/s"}]},
+    )
+
+    concurrency: QueueLimit | None = Field(
+        None,
+        description="at most this many jobs of the queue processing at once, across all "
+        "workers; null: no limit",
+        json_schema_extra=_no_default,
+    )
+    rate_limit: RateLimitText | None = Field(
+        None,
+        description="at most N jobs of the queue started in any window of a second, minute "
+        'or hour (a sliding window): "10/s", "600/m", "5000/h"; null (or "none"): no limit',
+        json_schema_extra=_no_default,
+    )
+    key_concurrency: QueueLimit | None = Field(
+        None,
+        description="at most this many processing jobs per concurrency_key; jobs without a "
+        "key are not limited by it; null: no limit",
+        json_schema_extra=_no_default,
+    )
+    fair: StrictBool = Field(
+        None,  # type: ignore[assignment]  # not given: unchanged; null is refused
+        description="claims rotate across concurrency_keys, so a key with a large backlog "
+        "does not hold back the others",
+        json_schema_extra=_no_default,
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The settings the caller gave, for `Conveyor.configure_queue`."""
+        return self.model_dump(exclude_unset=True)
+
+
+class QueueOut(BaseModel):
+    """A queue's settings (SPEC §7); in GET /queues also its job counts by status."""
+
+    name: str
+    concurrency: int | None = Field(description="jobs processing at once; null: no limit")
+    rate_limit: str | None = Field(description='jobs started per window, "10/s"; null: none')
+    key_concurrency: int | None = Field(description="processing per concurrency_key; null: none")
+    fair: bool = Field(description="claims rotate across concurrency_keys")
+    paused: bool = Field(description="paused by an operator: no job of it starts until resumed")
+    paused_until: datetime | None = Field(
+        description="fleet-wide backoff (a task raised Snooze(queue=True)): no job of the "
+        "queue starts before this time; null when none is running"
+    )
+    counts: dict[str, int] | None = Field(
+        None, description="GET /queues only: the queue's jobs by status (non-zero counts)"
+    )
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
 
 
 class StatusOut(BaseModel):

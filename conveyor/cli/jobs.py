@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -25,7 +23,7 @@ from conveyor.jobs import (
     JobStatus,
 )
 from conveyor.process import prepare_app
-from conveyor.validation import MAX_RETENTION_DAYS, job_filter
+from conveyor.validation import MAX_RETENTION_DAYS, job_filter, parse_duration
 
 jobs_cli = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -94,6 +92,15 @@ def enqueue(
             show_default=False,
         ),
     ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--concurrency-key",
+            help="e.g. a tenant: the queue's key_concurrency limits jobs processing per key, "
+            "and a fair queue rotates across keys [default: none]",
+            show_default=False,
+        ),
+    ] = None,
     max_attempts: opt.JobMaxAttempts = None,
     database_url: opt.DatabaseUrl = None,
     app: opt.AppSpec = None,
@@ -118,6 +125,7 @@ def enqueue(
             delay=delay,
             unique_key=unique_key,
             max_attempts=max_attempts,
+            concurrency_key=concurrency_key,
         )
     finally:
         conveyor.close()
@@ -233,23 +241,9 @@ def stats(
         print_stats(counts)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION_DAYS = MAX_RETENTION_DAYS  # the longest retention prune takes (why: validation.py)
-_MAX_SECONDS = MAX_DURATION_DAYS * 86400
-
-
-def parse_duration(text: str) -> timedelta:
-    """`7d`, `12h`, `30m`, `45s`, `2w` or plain seconds, from 0 to 36500d (100 years)."""
-    match = _DURATION.match(text.lower())
-    if not match:
-        raise ConveyorError(f"bad duration {text!r}: use e.g. 7d, 12h, 30m or 45s")
-    seconds = float(match.group(1)) * _UNIT[match.group(2)]
-    if not seconds <= _MAX_SECONDS:  # also inf, from a number of 309 digits or more
-        raise ConveyorError(
-            f"duration {text.strip()!r} is out of range: at most {MAX_DURATION_DAYS}d (100 years)"
-        )
-    return timedelta(seconds=seconds)
+# parse_duration lives in validation.py: the retention options of serve and worker (Settings)
+# read the same format.
 
 
 def prune(

@@ -10,6 +10,8 @@ import pydantic
 import typer
 
 from conveyor.cli import jobs as jobs_commands
+from conveyor.cli import periodic as periodic_commands
+from conveyor.cli import queues as queues_commands
 from conveyor.cli import run as run_commands
 from conveyor.errors import ConveyorError
 
@@ -24,6 +26,8 @@ cli = typer.Typer(
 )
 run_commands.register(cli)
 jobs_commands.register(cli)
+periodic_commands.register(cli)
+queues_commands.register(cli)
 
 
 def _one_line(exc: BaseException) -> str:

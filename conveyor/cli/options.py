@@ -16,6 +16,9 @@ from conveyor.settings import (
     DEFAULT_HOST,
     DEFAULT_LEASE,
     DEFAULT_PORT,
+    DEFAULT_RETAIN_CANCELLED,
+    DEFAULT_RETAIN_DONE,
+    DEFAULT_RETAIN_FAILED,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_WORKERS,
 )
@@ -166,6 +169,37 @@ MaxMemoryPerChild = Annotated[
         "--max-memory-per-child",
         help="replace a task's child process whose resident memory after a job is over this "
         "many MiB, 0 for no limit [env: MAX_MEMORY_PER_CHILD; default: no limit]",
+        show_default=False,
+    ),
+]
+
+# SPEC §7 retention (worker/retention.py); the format of `conveyor prune --older-than`
+_RETAIN = (
+    "jobs this long after they finished (one process of the fleet prunes at a time, in "
+    "batches), e.g. 12h, 7d, 2w; 0 or forever keeps them"
+)
+RetainDone = Annotated[
+    str | None,
+    typer.Option(
+        "--retain-done",
+        help=f"delete done {_RETAIN} [env: RETAIN_DONE; default: {DEFAULT_RETAIN_DONE}]",
+        show_default=False,
+    ),
+]
+RetainCancelled = Annotated[
+    str | None,
+    typer.Option(
+        "--retain-cancelled",
+        help=f"delete cancelled {_RETAIN} "
+        f"[env: RETAIN_CANCELLED; default: {DEFAULT_RETAIN_CANCELLED}]",
+        show_default=False,
+    ),
+]
+RetainFailed = Annotated[
+    str | None,
+    typer.Option(
+        "--retain-failed",
+        help=f"delete failed {_RETAIN} [env: RETAIN_FAILED; default: {DEFAULT_RETAIN_FAILED}]",
         show_default=False,
     ),
 ]

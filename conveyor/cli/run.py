@@ -55,6 +55,9 @@ def worker(
     pool: opt.Pool = None,
     max_tasks_per_child: opt.MaxTasksPerChild = None,
     max_memory_per_child: opt.MaxMemoryPerChild = None,
+    retain_done: opt.RetainDone = None,
+    retain_cancelled: opt.RetainCancelled = None,
+    retain_failed: opt.RetainFailed = None,
 ) -> int:
     """Run a worker pool only (add as many as you like, on any machine, same database)."""
     from conveyor.process import run_worker
@@ -74,6 +77,9 @@ def worker(
         pool=pool,
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
+        retain_done=retain_done,
+        retain_cancelled=retain_cancelled,
+        retain_failed=retain_failed,
     )
     if settings.workers < 1:
         raise typer.BadParameter("a worker needs --workers of at least 1")
@@ -99,6 +105,9 @@ def serve(
     pool: opt.Pool = None,
     max_tasks_per_child: opt.MaxTasksPerChild = None,
     max_memory_per_child: opt.MaxMemoryPerChild = None,
+    retain_done: opt.RetainDone = None,
+    retain_cancelled: opt.RetainCancelled = None,
+    retain_failed: opt.RetainFailed = None,
 ) -> int:
     """HTTP API + dashboard and a worker pool in one process (--workers 0: API only).
 
@@ -129,6 +138,9 @@ def serve(
         pool=pool,
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
+        retain_done=retain_done,
+        retain_cancelled=retain_cancelled,
+        retain_failed=retain_failed,
     )
     # Refuse a bad API_TOKEN or ALLOWED_HOSTS before the store is opened or migrated.
     configured_token(settings.api_token)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Unpack
 
 from conveyor.jobs import (
     EnqueueResult,
@@ -26,9 +28,12 @@ from conveyor.jobs import (
     JobStatus,
     LeaseRef,
     NewJob,
+    QueueChanges,
+    QueueSettings,
     RecoveryResult,
     Renewal,
 )
+from conveyor.periodic import Periodic, PeriodicState
 
 
 class Notifier(abc.ABC):
@@ -222,12 +227,76 @@ class Store(abc.ABC):
         has stopped or its lease has expired."""
 
     @abc.abstractmethod
-    def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
-        """Delete finished jobs whose finished_at is older than `older_than`; return count."""
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        now: datetime | None = None,
+        status: JobStatus | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete finished jobs (of `status` only, when given) whose finished_at is older than
+        `older_than`, in batches that are each one short transaction, at most `limit` rows
+        when given; return count. A job a cancelled run still holds may go (nothing can start
+        it again: its worker's writes find no row)."""
+
+    # -- leadership of fleet-wide chores (retention) -----------------------------------------
+    @abc.abstractmethod
+    def try_lead(
+        self, role: str, holder: str, *, ttl: timedelta, now: datetime | None = None
+    ) -> bool:
+        """Take or renew `role` for `holder` until `ttl` from now (the store's clock); True
+        when it was free, expired or already `holder`'s, False while another holder's runs."""
+
+    @abc.abstractmethod
+    def resign(self, role: str, holder: str) -> None:
+        """Give `role` up if `holder` holds it, so that another holder can take it at once."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, dict[str, int]]:
         """Counts of jobs by queue and status (only non-zero counts)."""
+
+    # -- queue settings (SPEC §7): the `queues` table, read by every claim ----------------------
+    @abc.abstractmethod
+    def list_queues(self) -> list[QueueSettings]:
+        """Settings of every queue that was ever configured, paused, resumed or held, or has
+        pending or processing jobs, by name; costs a probe per queue, not a read per job."""
+
+    @abc.abstractmethod
+    def configure_queue(self, name: str, **changes: Unpack[QueueChanges]) -> QueueSettings:
+        """Upsert: only the given (validated) settings change; None clears; wakes workers."""
+
+    @abc.abstractmethod
+    def pause_queue(self, name: str) -> QueueSettings:
+        """No claim takes the queue's jobs until `resume_queue` (running ones finish)."""
+
+    @abc.abstractmethod
+    def resume_queue(self, name: str) -> QueueSettings:
+        """End the pause and any backoff (paused_until) alike; wakes workers at once."""
+
+    @abc.abstractmethod
+    def hold_queue(self, name: str, until: datetime) -> QueueSettings:
+        """Fleet-wide backoff: no claim from the queue before max(its paused_until, until)."""
+
+    # -- periodic jobs (SPEC §7) -------------------------------------------------------------
+    @abc.abstractmethod
+    def register_periodic(
+        self, periodic: Sequence[Periodic], *, now: datetime | None = None
+    ) -> list[PeriodicState]:
+        """Insert a row per schedule, or update its schedule and time zone where they changed
+        (ticks then count from `now`: `since`); return these schedules' rows."""
+
+    @abc.abstractmethod
+    def enqueue_periodic(
+        self, periodic: Periodic, tick: datetime, *, now: datetime | None = None
+    ) -> EnqueueResult | None:
+        """Compare-and-set, one transaction: advance the schedule's last_tick to `tick` and
+        insert the tick's job, only if `tick` is later than last_tick and not before `since`
+        (a row is created when missing); None when refused (this or a later tick is taken)."""
+
+    @abc.abstractmethod
+    def list_periodic(self) -> list[PeriodicState]:
+        """Every schedule's row, by name, with the status of its last job."""
 
     # -- conveniences over finish_many ----------------------------------------------------
     def complete(self, ref: LeaseRef, result_json: str = "null") -> bool:
@@ -239,3 +308,40 @@ class Store(abc.ABC):
         if retry_at is None:
             return self.finish_many([Finish.failed(ref, error)]).get(ref.job_id)
         return self.finish_many([Finish.retry(ref, error, retry_at)]).get(ref.job_id)
+
+
+# -- pruning in batches, shared by the stores ------------------------------------------------
+PRUNE_BATCH = 5000
+FINISHED = (JobStatus.DONE, JobStatus.CANCELLED, JobStatus.FAILED)
+
+
+@dataclass
+class PruneBatch:
+    """One batch of a prune: delete up to `size` rows of `status`, then report `deleted`."""
+
+    status: JobStatus
+    size: int
+    count: int = 0
+
+    def deleted(self, count: int) -> None:
+        self.count = count
+
+
+def prune_batches(
+    status: JobStatus | None, limit: int | None, batch: int = PRUNE_BATCH
+) -> Iterator[PruneBatch]:
+    """The batches of one `Store.prune`: each finished status in turn (or only `status`),
+    batches until one comes back short, at most `limit` rows in all."""
+    if status is not None and status not in FINISHED:
+        raise ValueError(f"only finished jobs are pruned, not {status.value!r} ones")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    left = limit
+    for current in FINISHED if status is None else (status,):
+        while left is None or left > 0:
+            step = PruneBatch(current, batch if left is None else min(batch, left))
+            yield step
+            if left is not None:
+                left -= step.count
+            if step.count < step.size:
+                break

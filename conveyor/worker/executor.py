@@ -69,7 +69,8 @@ class Executor:
         try:
             value = await self._call(task, job)
         except Snooze as snooze:
-            return Finish.snoozed(ref, utcnow() + timedelta(seconds=snooze.seconds))
+            at = utcnow() + timedelta(seconds=snooze.seconds)
+            return Finish.snoozed(ref, at, hold_queue=snooze.queue)
         except Retry as retry:
             return self._failure(job, task, f"Retry: {retry}", delay=retry.in_)
         except TimeoutError:

@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conveyor import context
 from conveyor.app import Conveyor
@@ -46,6 +46,8 @@ from conveyor.worker.isolation import IsolationConfig
 from conveyor.worker.leases import Leases, LeaseWatchdog
 from conveyor.worker.loopwatch import LoopWatch
 from conveyor.worker.reaper import Reaper
+from conveyor.worker.retention import Retention, RetentionConfig
+from conveyor.worker.scheduler import Scheduler
 from conveyor.worker.storecalls import StoreCalls
 
 log = logging.getLogger("conveyor.worker")
@@ -70,6 +72,8 @@ class PoolConfig:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     # --pool, --max-tasks-per-child, --max-memory-per-child and --app (worker/isolation.py)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
+    # --retain-done, --retain-cancelled, --retain-failed (worker/retention.py)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -128,6 +132,15 @@ class WorkerPool:
         self._loopwatch = LoopWatch(self._describe)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = asyncio.Event()
+        # periodic jobs (SPEC §7): built here, so a periodic job that does not fit its task
+        # fails the start with one line
+        self._scheduler = Scheduler(
+            app,
+            self.store,
+            self._calls,
+            stopping=self._stop,
+            on_enqueued=self._notifier.wake_local,
+        )
 
     # -- public -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, hurry: asyncio.Event | None = None) -> None:
@@ -167,6 +180,13 @@ class WorkerPool:
             asyncio.create_task(self._completer.run(), name="conveyor-completer"),
             asyncio.create_task(watchdog.run(), name="conveyor-lease-watchdog"),
             asyncio.create_task(reaper.run(), name="conveyor-reaper"),
+            asyncio.create_task(
+                Retention(
+                    self.store, self._calls, self.config.retention, holder=self.worker_id
+                ).run(),
+                name="conveyor-retention",
+            ),
+            asyncio.create_task(self._scheduler.run(), name="conveyor-scheduler"),
             asyncio.create_task(self._watch(stop), name="conveyor-stop-watcher"),
         ]
         log.info(
@@ -248,8 +268,25 @@ class WorkerPool:
         if finish.retry_at is not None and finish.kind == FinishKind.RETRY:
             # a local retry is due then: wake the fetcher at that moment, not at its next poll
             self._wake_at((finish.retry_at - utcnow()).total_seconds())
+        if finish.hold_queue and finish.retry_at is not None:
+            await self._hold_queue(job, slot, finish.retry_at)
         self._release_slot(job.id)
         self._completer.submit(Done(finish, job, slot, time.monotonic() - started, wait))
+
+    async def _hold_queue(self, job: Job, slot: str, until: datetime) -> None:
+        """Snooze(queue=True): the whole queue starts nothing on any worker until `until`
+        (held before the job itself goes back to pending, so nothing slips in between)."""
+        try:
+            await self._calls(self.store.hold_queue, job.queue, until)
+        except Exception as exc:
+            log.warning("could not hold queue %s: %s", job.queue, exc)
+            return
+        log.warning(
+            "queue %s held until %s (Snooze(queue=True))",
+            job.queue,
+            until.isoformat(),
+            extra=job_fields(worker=slot, job=job.id, status="pending"),
+        )
 
     def _after_cancel(self, job: Job, slot: str, reason: str | None) -> None:
         """The job's task was cancelled; settle its lease by the reason."""

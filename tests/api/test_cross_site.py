@@ -59,7 +59,8 @@ def _bearer(token: str = TOKEN) -> dict[str, str]:
 
 
 def _snapshot(store: Store) -> list[dict[str, Any]]:
-    return [job.to_json() for job in store.list_jobs(JobFilter(limit=1000))]
+    jobs = [job.to_json() for job in store.list_jobs(JobFilter(limit=1000))]
+    return jobs + [queue.to_json() for queue in store.list_queues()]  # and queue settings
 
 
 def state_changing_routes(app: Any) -> list[tuple[str, str]]:

@@ -31,6 +31,7 @@ JOB_FIELDS = {
     "finished_at",
     "progress",
     "progress_message",
+    "concurrency_key",
 }
 
 

@@ -168,3 +168,12 @@ async def aretrier(seq: int, in_: float = 5) -> str:
         _record(seq, time.time())
         raise Retry(in_=in_)
     return fence
+
+
+@app.task
+def queue_snoozer(seq: int, seconds: float = 2) -> int:
+    """Holds its whole queue for `seconds` on its first run (a partner's 429), then succeeds."""
+    _mark_start(seq)
+    if _starts(seq) == 1:
+        raise Snooze(seconds, queue=True)
+    return current_job().attempt

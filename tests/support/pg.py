@@ -46,3 +46,6 @@ def drop_database(url: str) -> None:
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE jobs RESTART IDENTITY")
+        conn.execute("TRUNCATE periodic")  # periodic jobs' schedules (SPEC §7)
+        conn.execute("TRUNCATE queues, queue_starts")  # queue settings and rate windows (§7)
+        conn.execute("TRUNCATE leaders")  # who leads retention (§7): killed workers' rows

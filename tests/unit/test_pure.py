@@ -153,8 +153,11 @@ def test_postgres_statements_fit_the_drivers_statement_cache():
     import psycopg._queries
 
     limit = getattr(psycopg._queries, "MAX_CACHED_STATEMENT_LENGTH", 4096)
+    # The claims within queue settings (used only while some queue has settings) are longer:
+    # their parse is measured in docs/performance.md ("Flow control").
+    within_settings = {"next_due_restricted", "claim_restricted", "finish_and_claim_restricted"}
     for name, query in sqlfile.load("conveyor.stores.postgres").items():
-        assert len(query.encode()) <= limit, name
+        assert name in within_settings or len(query.encode()) <= limit, name
 
 
 def test_every_store_defines_the_same_worker_queries():

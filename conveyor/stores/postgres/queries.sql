@@ -30,9 +30,10 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(na
 -- back cost a tenth of the call.
 WITH inserted AS (
     INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
-                      created_at, updated_at)
+                      concurrency_key, created_at, updated_at)
     VALUES (%(type)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
-            coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text, now(), now())
+            coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text,
+            %(concurrency_key)s::text, now(), now())
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
     RETURNING id, queue, run_at, created_at
@@ -50,10 +51,11 @@ FROM inserted
 -- client more than reading the ids. One notification per queue that got jobs. Same batch
 -- format as enqueue_many below.
 WITH inserted AS (
-    INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at,
+    INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, concurrency_key,
                       created_at, updated_at)
     SELECT row ->> 0, row ->> 1, (row ->> 2)::jsonb, (row ->> 3)::smallint,
-           (row ->> 4)::integer, coalesce((row ->> 5)::timestamptz, now()), now(), now()
+           (row ->> 4)::integer, coalesce((row ->> 5)::timestamptz, now()), row ->> 7,
+           now(), now()
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
     ORDER BY ord
     RETURNING id, queue
@@ -68,7 +70,7 @@ SELECT NULL, now() FROM (SELECT count(*) FROM woken) AS notified
 -- name: enqueue_many
 -- Insert a batch in one statement and wake listeners. The batch arrives as
 -- one JSON array of [type, queue, payload JSON text, priority, max_attempts, run_at,
--- unique_key] rows: one parameter that the client encodes in C and the server parses once
+-- unique_key, concurrency_key] rows: one parameter that the client encodes in C and the server parses once
 -- (as jsonb, whose fields are then read without parsing the row's text again), where seven
 -- arrays would be escaped element by element. The sequence is looked up once, not per row.
 -- Ids are drawn from it per input row first, so each inserted row joins back to its input
@@ -91,14 +93,15 @@ WITH input AS MATERIALIZED (
            (row ->> 4)::integer       AS max_attempts,
            (row ->> 5)::timestamptz   AS run_at,
            row ->> 6                  AS unique_key,
+           row ->> 7                  AS concurrency_key,
            ord
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, payload, priority, max_attempts, run_at, unique_key,
-                      created_at, updated_at)
+                      concurrency_key, created_at, updated_at)
     SELECT id, type, queue, payload, priority, max_attempts,
-           coalesce(run_at, now()), unique_key, now(), now()
+           coalesce(run_at, now()), unique_key, concurrency_key, now(), now()
     FROM input
     ORDER BY unique_key COLLATE "C", ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
@@ -133,7 +136,12 @@ WHERE unique_key = %(unique_key)s
 -- each level's (run_at, id) order, so the rows arrive in claim order and the outer LIMIT
 -- stops the walk, and the locking, once it has enough: no sort, no level visited in vain.
 -- A pending job that still has a live lease is passed over: it was retried after a cancel
--- while the cancelled run may still be going (never two runs at once).
+-- while the cancelled run may still be going (never two runs at once). The store takes this
+-- path only while no queue has settings (next_due_restricted otherwise); a queue given
+-- settings meanwhile is passed over here (one primary-key probe of the small queues table
+-- per row, a scalar subquery: as NOT EXISTS the planner may turn it into a join that reads
+-- the whole level and sorts it), so a pause, a hold or a limit applies at once, before the
+-- worker reads the new settings.
 WITH RECURSIVE level (priority) AS (
     (SELECT priority FROM jobs WHERE status = 'pending' ORDER BY priority DESC LIMIT 1)
     UNION ALL
@@ -155,6 +163,7 @@ CROSS JOIN LATERAL (
       AND priority = level.priority
       AND run_at <= coalesce(%(now)s::timestamptz, now())
       AND (lease_expires_at IS NULL OR lease_expires_at < coalesce(%(now)s::timestamptz, now()))
+      AND (SELECT q.name FROM queues AS q WHERE q.name = jobs.queue AND (q.paused OR q.paused_until > coalesce(%(now)s::timestamptz, now()) OR q.fair OR q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL OR q.key_concurrency IS NOT NULL)) IS NULL
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -191,6 +200,7 @@ CROSS JOIN LATERAL (
       AND priority = level.priority
       AND run_at <= coalesce(%(now)s::timestamptz, now())
       AND (lease_expires_at IS NULL OR lease_expires_at < coalesce(%(now)s::timestamptz, now()))
+      AND (SELECT q.name FROM queues AS q WHERE q.name = jobs.queue AND (q.paused OR q.paused_until > coalesce(%(now)s::timestamptz, now()) OR q.fair OR q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL OR q.key_concurrency IS NOT NULL)) IS NULL
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -223,6 +233,263 @@ WITH next AS MATERIALIZED ({{next_due}})
 -- As claim, restricted to the queues in the text array queues.
 WITH next AS MATERIALIZED ({{next_due_from_queues}})
 {{take_next}}
+
+-- name: lock_limited_queues
+-- Serialise claims from queues with a concurrency, key or rate limit: one transaction lock
+-- per queue, tried without waiting, before the claim statement that counts against them.
+-- That statement's snapshot is taken after the lock, so it sees every claim that went
+-- before (counting and locking in one statement would not do: its snapshot would predate
+-- the lock). A queue whose lock another worker holds now is left to that worker this time:
+-- nothing ever waits, so a limited queue never slows the claims from other queues.
+SELECT name
+FROM unnest(%(locked)s::text[]) AS name
+WHERE pg_try_advisory_xact_lock(1668243062, hashtext(name))  -- (Conveyor's class, the queue)
+
+-- name: next_due_restricted
+-- Fragment: the ids of up to limit due pending jobs, locked, in claim order, from the queues
+-- that may start jobs now, within each queue's settings (SPEC §7). Used instead of next_due
+-- while any queue has settings. `pending_queues` skips from queue to queue over
+-- jobs_pending_by_queue, so a paused or held queue's backlog is never read. `open` gives each
+-- queue what it may still start: the least of limit, its free concurrency (processing jobs
+-- on jobs_processing) and its rate budget (starts in the sliding window); a limited queue
+-- whose lock this transaction does not hold (settings changed since the worker last read
+-- them) starts nothing this time. Plain queues walk their priority levels as next_due does;
+-- keyed queues (key_concurrency or fair) one concurrency_key at a time (a skip scan over
+-- jobs_pending_by_key), reading jobs only of the `limit` keys that would come first (by
+-- their first due job; in a fair queue the least busy, least recently served ones), each
+-- key no more than key_concurrency minus its processing jobs,
+-- plus the jobs without a key. A job's turn is its key's processing jobs plus its place
+-- among the key's candidates: a fair queue starts the least busy key's next job first
+-- (priority still first), between equally busy keys the one least recently served
+-- (key_starts), so claims rotate across keys even one job at a time.
+WITH RECURSIVE pending_queues (queue) AS (
+    (SELECT queue FROM jobs WHERE status = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM jobs AS j
+            WHERE j.status = 'pending' AND j.queue > p.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM pending_queues AS p
+    WHERE p.queue IS NOT NULL
+),
+open AS MATERIALIZED (
+    SELECT p.queue, s.key_concurrency AS per_key, coalesce(s.fair, false) AS fair,
+           least(%(limit)s,
+                 CASE WHEN s.concurrency IS NULL THEN %(limit)s
+                      WHEN NOT p.queue = ANY (%(locked)s::text[]) THEN 0
+                      ELSE s.concurrency - (SELECT count(*) FROM jobs AS r
+                                            WHERE r.queue = p.queue AND r.status = 'processing')
+                 END,
+                 CASE WHEN s.rate_limit IS NULL THEN %(limit)s
+                      WHEN NOT p.queue = ANY (%(locked)s::text[]) THEN 0
+                      ELSE s.rate_limit - (SELECT count(*) FROM queue_starts AS w
+                                           WHERE w.queue = p.queue
+                                             AND w.started_at > coalesce(%(now)s::timestamptz, now())
+                                                                - s.rate_period)
+                 END,
+                 CASE WHEN s.key_concurrency IS NOT NULL
+                       AND NOT p.queue = ANY (%(locked)s::text[]) THEN 0
+                      ELSE %(limit)s
+                 END) AS budget
+    FROM pending_queues AS p
+    LEFT JOIN queues AS s ON s.name = p.queue
+    WHERE p.queue IS NOT NULL
+      AND (%(queues)s::text[] IS NULL OR p.queue = ANY (%(queues)s::text[]))
+      AND NOT coalesce(s.paused, false)
+      AND coalesce(s.paused_until <= coalesce(%(now)s::timestamptz, now()), true)
+),
+levels (queue, budget, priority) AS (
+    SELECT o.queue, o.budget,
+           (SELECT j.priority FROM jobs AS j
+            WHERE j.status = 'pending' AND j.queue = o.queue
+            ORDER BY j.priority DESC LIMIT 1)
+    FROM open AS o
+    WHERE o.budget > 0 AND o.per_key IS NULL AND NOT o.fair
+    UNION ALL
+    SELECT l.queue, l.budget,
+           (SELECT j.priority FROM jobs AS j
+            WHERE j.status = 'pending' AND j.queue = l.queue AND j.priority < l.priority
+            ORDER BY j.priority DESC LIMIT 1)
+    FROM levels AS l
+    WHERE l.priority IS NOT NULL
+),
+keys (queue, per_key, budget, key) AS (
+    SELECT o.queue, o.per_key, o.budget,
+           (SELECT j.concurrency_key FROM jobs AS j
+            WHERE j.status = 'pending' AND j.queue = o.queue AND j.concurrency_key IS NOT NULL
+            ORDER BY j.concurrency_key LIMIT 1)
+    FROM open AS o
+    WHERE o.budget > 0 AND (o.per_key IS NOT NULL OR o.fair)
+    UNION ALL
+    SELECT k.queue, k.per_key, k.budget,
+           (SELECT j.concurrency_key FROM jobs AS j
+            WHERE j.status = 'pending' AND j.queue = k.queue AND j.concurrency_key > k.key
+              AND j.concurrency_key IS NOT NULL
+            ORDER BY j.concurrency_key LIMIT 1)
+    FROM keys AS k
+    WHERE k.key IS NOT NULL
+),
+key_load AS (
+    SELECT k.queue, k.per_key, k.budget, k.key, o.fair,
+           (SELECT count(*) FROM jobs AS r
+            WHERE r.queue = k.queue AND r.concurrency_key = k.key AND r.status = 'processing')
+               AS busy,
+           (SELECT s.started_at FROM key_starts AS s
+            WHERE s.queue = k.queue AND s.key = k.key) AS served,
+           (SELECT ARRAY[-j.priority::float8, extract(epoch FROM j.run_at)::float8, j.id]
+            FROM jobs AS j
+            WHERE j.status = 'pending' AND j.queue = k.queue AND j.concurrency_key = k.key
+              AND j.run_at <= coalesce(%(now)s::timestamptz, now())
+            ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) AS head
+    FROM keys AS k
+    JOIN open AS o ON o.queue = k.queue
+    WHERE k.key IS NOT NULL
+),
+chosen_keys AS MATERIALIZED (
+    SELECT queue, per_key, budget, key, busy
+    FROM (SELECT l.*,
+                 row_number() OVER (PARTITION BY l.queue
+                                    ORDER BY l.head[1],
+                                             CASE WHEN l.fair THEN l.busy END,
+                                             CASE WHEN l.fair THEN l.served END NULLS FIRST,
+                                             l.head[2], l.head[3]) AS place
+          FROM key_load AS l
+          WHERE l.head IS NOT NULL AND (l.per_key IS NULL OR l.busy < l.per_key)) AS ranked
+    WHERE place <= %(limit)s
+),
+candidates AS (
+    SELECT due.id, l.queue, due.priority, due.run_at, 1 AS turn
+    FROM levels AS l
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM jobs AS j
+        WHERE j.status = 'pending'
+          AND j.queue = l.queue
+          AND j.priority = l.priority
+          AND j.run_at <= coalesce(%(now)s::timestamptz, now())
+          AND (j.lease_expires_at IS NULL
+               OR j.lease_expires_at < coalesce(%(now)s::timestamptz, now()))
+        ORDER BY j.run_at, j.id
+        LIMIT l.budget
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    WHERE l.priority IS NOT NULL
+    UNION ALL
+    SELECT due.id, k.queue, due.priority, due.run_at,
+           k.busy + row_number() OVER (PARTITION BY k.queue, k.key
+                                       ORDER BY due.priority DESC, due.run_at, due.id)
+    FROM chosen_keys AS k
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM jobs AS j
+        WHERE j.status = 'pending'
+          AND j.queue = k.queue
+          AND j.concurrency_key = k.key
+          AND j.run_at <= coalesce(%(now)s::timestamptz, now())
+          AND (j.lease_expires_at IS NULL
+               OR j.lease_expires_at < coalesce(%(now)s::timestamptz, now()))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT greatest(0, least(k.budget, coalesce(k.per_key - k.busy, k.budget)))
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    UNION ALL
+    SELECT due.id, o.queue, due.priority, due.run_at,
+           (SELECT count(*) FROM jobs AS r
+            WHERE r.queue = o.queue AND r.concurrency_key IS NULL AND r.status = 'processing')
+           + row_number() OVER (PARTITION BY o.queue
+                                ORDER BY due.priority DESC, due.run_at, due.id)
+    FROM open AS o
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM jobs AS j
+        WHERE j.status = 'pending'
+          AND j.queue = o.queue
+          AND j.concurrency_key IS NULL
+          AND j.run_at <= coalesce(%(now)s::timestamptz, now())
+          AND (j.lease_expires_at IS NULL
+               OR j.lease_expires_at < coalesce(%(now)s::timestamptz, now()))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT o.budget
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    WHERE o.budget > 0 AND (o.per_key IS NOT NULL OR o.fair)
+),
+shuffled AS (
+    SELECT c.id, c.queue, c.priority, c.run_at,
+           CASE WHEN o.fair THEN c.turn ELSE 1 END AS turn,
+           CASE WHEN o.fair
+                THEN coalesce((SELECT s.started_at FROM key_starts AS s
+                               WHERE s.queue = c.queue
+                                 AND s.key = (SELECT coalesce(j.concurrency_key, '')
+                                              FROM jobs AS j WHERE j.id = c.id)),
+                              '-infinity')
+                ELSE '-infinity' END AS draw,
+           o.budget
+    FROM candidates AS c
+    JOIN open AS o ON o.queue = c.queue
+),
+ranked AS (
+    SELECT id, priority, run_at, turn, draw, budget,
+           row_number() OVER (PARTITION BY queue
+                              ORDER BY priority DESC, turn, draw, run_at, id) AS n
+    FROM shuffled
+)
+SELECT id FROM ranked
+WHERE n <= budget
+ORDER BY priority DESC, turn, draw, run_at, id
+LIMIT %(limit)s
+
+-- name: count_starts
+-- Fragment (CTEs after `claimed`): record the starts of rate-limited queues' jobs for their
+-- sliding window, and forget the starts that have left it; and when each key of a fair
+-- queue was last served.
+started AS (
+    INSERT INTO queue_starts (queue, started_at)
+    SELECT c.queue, c.started_at
+    FROM claimed AS c
+    JOIN queues AS q ON q.name = c.queue
+    WHERE q.rate_limit IS NOT NULL
+    RETURNING 1
+),
+served AS (
+    INSERT INTO key_starts (queue, key, started_at)
+    SELECT DISTINCT ON (c.queue, coalesce(c.concurrency_key, ''))
+           c.queue, coalesce(c.concurrency_key, ''), c.started_at
+    FROM claimed AS c
+    JOIN queues AS q ON q.name = c.queue
+    WHERE q.fair
+    ORDER BY c.queue, coalesce(c.concurrency_key, '')
+    ON CONFLICT (queue, key) DO UPDATE SET started_at = excluded.started_at
+    RETURNING 1
+),
+forgotten AS (
+    DELETE FROM queue_starts AS w
+    USING queues AS q
+    WHERE q.name = w.queue
+      AND (q.rate_limit IS NULL
+           OR w.started_at <= coalesce(%(now)s::timestamptz, now()) - q.rate_period)
+    RETURNING 1
+)
+
+-- name: claim_restricted
+-- As claim, within every queue's settings (see next_due_restricted).
+WITH next AS MATERIALIZED ({{next_due_restricted}}),
+claimed AS ({{take_next}}),
+{{count_starts}}
+SELECT * FROM claimed
+
+-- name: finish_and_claim_restricted
+-- As finish_and_claim, within every queue's settings.
+WITH {{outcomes}},
+next AS MATERIALIZED ({{next_due_restricted}}),
+claimed AS ({{take_next}}),
+{{count_starts}}
+{{claimed_and_finished}}
+
+-- name: queue_rules
+-- The queues whose settings change how claims go (the store reads them about once a second).
+SELECT name,
+       concurrency IS NOT NULL OR rate_limit IS NOT NULL OR key_concurrency IS NOT NULL
+           AS limited
+FROM queues
+WHERE paused OR paused_until IS NOT NULL OR fair
+   OR concurrency IS NOT NULL OR rate_limit IS NOT NULL OR key_concurrency IS NOT NULL
 
 -- name: held_refs
 -- Fragment: the ids and statuses of the jobs whose lease these claims (ids, workers,
@@ -494,24 +761,233 @@ SELECT retried.*, pg_notify('conveyor_jobs', retried.queue) AS woke
 FROM retried
 
 -- name: prune
--- Delete one batch of finished jobs older than now - older_than (batches keep transactions
--- short). SKIP LOCKED: a row locked now is being retried, and is not ours to delete.
+-- Delete one batch of finished jobs of one status older than now - older_than, oldest first
+-- (batches keep transactions short). SKIP LOCKED: a row locked now is being retried, and is
+-- not ours to delete. The status IN (...) repeats the condition of the partial index
+-- jobs_finished (status, finished_at), so that a generic plan, made without the parameter's
+-- value, can still use it. The rows are deleted by an id array, one primary-key lookup each:
+-- joined to the CTE, a plan may merge-join it with a walk of the whole primary key.
 WITH doomed AS MATERIALIZED (
     SELECT id
     FROM jobs
     WHERE status IN ('done', 'failed', 'cancelled')
+      AND status = %(status)s
       AND finished_at < coalesce(%(now)s::timestamptz, now()) - %(older_than)s::interval
+    ORDER BY finished_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM jobs
-USING doomed
-WHERE jobs.id = doomed.id
+WHERE id = ANY (ARRAY(SELECT id FROM doomed))
+
+-- name: try_lead
+-- Take or renew the leadership of a role for a holder until ttl from now (the database's
+-- clock): a new row when nobody ever led it, else an update only while the holder leads it
+-- already or its leader's time has run out. A row back means the holder leads. Two
+-- processes asking at once: ON CONFLICT locks the row, and the second one's condition is
+-- checked against the first one's committed row.
+INSERT INTO leaders AS l (role, holder, until)
+VALUES (%(role)s, %(holder)s, coalesce(%(now)s::timestamptz, now()) + %(ttl)s::interval)
+ON CONFLICT (role) DO UPDATE
+SET holder = excluded.holder,
+    until  = excluded.until
+WHERE l.holder = excluded.holder
+   OR l.until < coalesce(%(now)s::timestamptz, now())
+RETURNING l.holder
+
+-- name: resign
+-- The holder gives the role up (it stops), so another process takes it at its next try.
+DELETE FROM leaders WHERE role = %(role)s AND holder = %(holder)s
 
 -- name: stats
 SELECT queue, status, count(*) AS n
 FROM jobs
 GROUP BY queue, status
+
+-- name: register_periodic
+-- The schedules an app registers when a worker starts: a new row whose ticks count from :now
+-- (the database clock when NULL); or, when its schedule or time zone changed, the new ones,
+-- counted from :now again (no tick of the old schedule, nor from before the change, is caught
+-- up). Unchanged: nothing is written. last_tick stays as it is either way: it only ever moves
+-- forward. Rows go in name order, so workers starting together lock them in one order.
+INSERT INTO periodic (name, schedule, timezone, since, updated_at)
+SELECT r.name, r.schedule, r.timezone, coalesce(%(now)s::timestamptz, now()), now()
+FROM unnest(%(names)s::text[], %(schedules)s::text[], %(timezones)s::text[])
+     AS r (name, schedule, timezone)
+ORDER BY r.name COLLATE "C"
+ON CONFLICT (name) DO UPDATE
+SET schedule   = EXCLUDED.schedule,
+    timezone   = EXCLUDED.timezone,
+    since      = EXCLUDED.since,
+    updated_at = EXCLUDED.updated_at
+WHERE periodic.schedule <> EXCLUDED.schedule
+   OR periodic.timezone <> EXCLUDED.timezone
+
+-- name: enqueue_periodic
+-- The compare-and-set of one tick and its job, in one statement (one transaction): `won`
+-- moves last_tick to :tick only if :tick is later than it and not before `since`; only then
+-- does `inserted` insert the tick's job, and wake listeners. Concurrent callers for the same
+-- schedule queue on its row's lock; the WHERE is re-checked on the row as the winner left
+-- it, so one wins and the others get no row, and no later call can win this tick or an
+-- earlier one, not even once the job has finished and freed its unique_key. The job's id is
+-- drawn first, so `won` records it in the same row version (a second update of that row
+-- in the same statement is not allowed); a refused call wastes one id. A missing row is
+-- created (since = :tick). An unfinished job already holding the tick's unique_key (only an
+-- explicit enqueue with that key can) leaves `inserted` empty: the store then records the
+-- holder (periodic_holder).
+WITH job AS MATERIALIZED (
+    SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass) AS id
+),
+won AS (
+    INSERT INTO periodic (name, schedule, timezone, since, last_tick, last_job_id, updated_at)
+    SELECT %(name)s, %(schedule)s, %(timezone)s, %(tick)s, %(tick)s, job.id, now()
+    FROM job
+    ON CONFLICT (name) DO UPDATE
+    SET last_tick   = EXCLUDED.last_tick,
+        last_job_id = EXCLUDED.last_job_id,
+        updated_at  = EXCLUDED.updated_at
+    WHERE (periodic.last_tick IS NULL OR periodic.last_tick < EXCLUDED.last_tick)
+      AND periodic.since <= EXCLUDED.last_tick
+    RETURNING last_job_id
+),
+inserted AS (
+    INSERT INTO jobs (id, type, queue, payload, priority, max_attempts, run_at, unique_key,
+                      created_at, updated_at)
+    SELECT won.last_job_id, %(type)s, %(queue)s, %(payload)s::jsonb, %(priority)s,
+           %(max_attempts)s, %(tick)s, %(unique_key)s, now(), now()
+    FROM won
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+    DO NOTHING
+    RETURNING id, queue, run_at, created_at
+)
+SELECT won.last_job_id AS won, inserted.id, inserted.run_at, inserted.created_at,
+       CASE WHEN inserted.id IS NOT NULL THEN pg_notify('conveyor_jobs', inserted.queue) END
+           AS woke
+FROM won
+LEFT JOIN inserted ON true
+
+-- name: periodic_holder
+-- The tick's unique_key was held by another unfinished job: record that job, unless a later
+-- tick has been won meanwhile.
+UPDATE periodic
+SET last_job_id = %(job_id)s
+WHERE name = %(name)s
+  AND last_tick = %(tick)s
+
+-- name: list_periodic
+-- Every schedule, with the status of its last job (NULL once that job was pruned); in
+-- bytewise name order, as on SQLite.
+SELECT p.name, p.schedule, p.timezone, p.since, p.last_tick, p.last_job_id, p.updated_at,
+       j.status AS last_job_status
+FROM periodic AS p
+LEFT JOIN jobs AS j ON j.id = p.last_job_id
+ORDER BY p.name COLLATE "C"
+
+-- name: list_queues
+-- Queue settings (SPEC §7) of every queue that has a row in `queues` (configured, paused,
+-- resumed or held) or has pending or processing jobs. The names of the latter come from a
+-- skip scan: one probe of jobs_pending_by_queue (or jobs_processing) per distinct queue,
+-- each finding the next queue name after the previous one, so the cost grows with the
+-- number of queues, not of jobs, and finished jobs are never read.
+WITH RECURSIVE pending (queue) AS (
+    (SELECT queue FROM jobs WHERE status = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT jobs.queue
+            FROM jobs
+            WHERE jobs.status = 'pending'
+              AND jobs.queue > pending.queue
+            ORDER BY jobs.queue
+            LIMIT 1)
+    FROM pending
+    WHERE pending.queue IS NOT NULL
+),
+processing (queue) AS (
+    (SELECT queue FROM jobs WHERE status = 'processing' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT jobs.queue
+            FROM jobs
+            WHERE jobs.status = 'processing'
+              AND jobs.queue > processing.queue
+            ORDER BY jobs.queue
+            LIMIT 1)
+    FROM processing
+    WHERE processing.queue IS NOT NULL
+),
+names (name) AS (
+    SELECT queue FROM pending WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM processing WHERE queue IS NOT NULL
+    UNION
+    SELECT name FROM queues
+)
+SELECT names.name, q.concurrency, q.rate_limit, q.rate_period, q.key_concurrency,
+       coalesce(q.fair, false) AS fair, coalesce(q.paused, false) AS paused, q.paused_until
+FROM names
+LEFT JOIN queues AS q ON q.name = names.name
+
+-- name: configure_queue
+-- Upsert a queue's settings and wake listeners (a raised limit may release jobs): only those
+-- flagged set_* change (NULL clears a limit); the others keep their value, or their default
+-- in a new row. The conflicting row is locked and read as it is then, so concurrent changes
+-- of different settings all hold. A rate limit is a count and a period, set together.
+WITH changed AS (
+    INSERT INTO queues (name, concurrency, rate_limit, rate_period, key_concurrency, fair)
+    VALUES (%(name)s, %(concurrency)s::integer, %(rate_limit)s::integer,
+            %(rate_period)s::interval, %(key_concurrency)s::integer,
+            coalesce(%(fair)s::boolean, false))
+    ON CONFLICT (name) DO UPDATE
+    SET concurrency     = CASE WHEN %(set_concurrency)s::boolean THEN EXCLUDED.concurrency
+                               ELSE queues.concurrency END,
+        rate_limit      = CASE WHEN %(set_rate_limit)s::boolean THEN EXCLUDED.rate_limit
+                               ELSE queues.rate_limit END,
+        rate_period     = CASE WHEN %(set_rate_limit)s::boolean THEN EXCLUDED.rate_period
+                               ELSE queues.rate_period END,
+        key_concurrency = CASE WHEN %(set_key_concurrency)s::boolean
+                               THEN EXCLUDED.key_concurrency
+                               ELSE queues.key_concurrency END,
+        fair            = CASE WHEN %(set_fair)s::boolean THEN EXCLUDED.fair
+                               ELSE queues.fair END,
+        updated_at      = now()
+    RETURNING *
+)
+SELECT changed.*, pg_notify('conveyor_jobs', changed.name) AS woke
+FROM changed
+
+-- name: pause_queue
+-- An operator's pause: no claim takes the queue's jobs until resume_queue. Listeners are
+-- woken too, like every change of a queue's settings.
+WITH changed AS (
+    INSERT INTO queues (name, paused) VALUES (%(name)s, true)
+    ON CONFLICT (name) DO UPDATE
+    SET paused     = true,
+        updated_at = now()
+    RETURNING *
+)
+SELECT changed.*, pg_notify('conveyor_jobs', changed.name) AS woke
+FROM changed
+
+-- name: resume_queue
+-- Ends an operator's pause and a fleet-wide backoff (paused_until) alike, and wakes
+-- listeners: the queue's jobs start within milliseconds.
+WITH changed AS (
+    INSERT INTO queues (name, paused) VALUES (%(name)s, false)
+    ON CONFLICT (name) DO UPDATE
+    SET paused       = false,
+        paused_until = NULL,
+        updated_at   = now()
+    RETURNING *
+)
+SELECT changed.*, pg_notify('conveyor_jobs', changed.name) AS woke
+FROM changed
+
+-- name: hold_queue
+-- A fleet-wide backoff (Snooze(queue=True)): no claim takes the queue's jobs before until;
+-- a later backoff already set is kept (greatest ignores NULL). Nobody to wake.
+INSERT INTO queues (name, paused_until) VALUES (%(name)s, %(until)s::timestamptz)
+ON CONFLICT (name) DO UPDATE
+SET paused_until = greatest(queues.paused_until, EXCLUDED.paused_until),
+    updated_at   = now()
+RETURNING *
 
 -- name: listen
 -- The notifier's subscription; also its keep-alive probe (LISTEN again is a no-op).

@@ -4,9 +4,10 @@ with NOTIFY in the enqueueing transaction, and keeps two small bounded connectio
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, Unpack, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -16,6 +17,7 @@ from psycopg.rows import dict_row, tuple_row
 from conveyor import jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
+    QUEUE_SETTINGS,
     EnqueueResult,
     Finish,
     FinishKind,
@@ -25,13 +27,18 @@ from conveyor.jobs import (
     JSONValue,
     LeaseRef,
     NewJob,
+    QueueChanges,
+    QueueSettings,
+    RateLimit,
     RecoveryResult,
     Renewal,
     decode_payloads,
+    utcnow,
 )
 from conveyor.payloads import decode
+from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
-from conveyor.stores.base import Notifier, Store
+from conveyor.stores.base import Notifier, Store, prune_batches
 from conveyor.stores.postgres.connections import Connections, Cursor, first_line
 
 Q = sqlfile.load("conveyor.stores.postgres")
@@ -51,6 +58,8 @@ POOL_MAX_SIZE = 4
 # Server settings of the runtime pool's sessions (why: PostgresStore).
 GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
 PRUNE_BATCH = 5000
+# Claims follow a queue's new settings (a pause, a limit) within this long (SPEC §7: a second).
+RULES_TTL_S = 1.0
 # A lost peer (no FIN: host died, network cut) is noticed by TCP keepalive in about a minute
 # instead of the kernel's two hours.
 KEEPALIVES: dict[str, int] = {
@@ -101,6 +110,22 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         finished_at=_utc_or_none(row["finished_at"]),
         progress=row["progress"],
         progress_message=row["progress_message"],
+        concurrency_key=row["concurrency_key"],
+    )
+
+
+def row_to_queue(row: Mapping[str, Any], now: datetime) -> QueueSettings:
+    """A `queues` row as QueueSettings; a backoff (paused_until) that has passed is None."""
+    count, period = row["rate_limit"], row["rate_period"]
+    paused_until = row["paused_until"]
+    return QueueSettings(
+        name=row["name"],
+        concurrency=row["concurrency"],
+        rate_limit=None if count is None else RateLimit(count, int(period.total_seconds())),
+        key_concurrency=row["key_concurrency"],
+        fair=row["fair"],
+        paused=row["paused"],
+        paused_until=_utc(paused_until) if paused_until and paused_until > now else None,
     )
 
 
@@ -163,6 +188,7 @@ class PostgresStore(Store):
         self._runtime = self._connections(
             "conveyor-runtime", GENERIC_PLANS, min_size, max_size, pool_timeout
         )
+        self._rules: tuple[tuple[bool, list[str]] | None, float] = (None, 0.0)
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self.url)!r})"
@@ -193,8 +219,53 @@ class PostgresStore(Store):
     def _run(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
         return self._client.run(work, atomic=atomic)
 
-    def _run_runtime(self, work: Callable[[Cursor], T]) -> T:
-        return self._runtime.run(work)
+    def _run_runtime(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
+        return self._runtime.run(work, atomic=atomic)
+
+    def _queue_rules(self) -> tuple[bool, list[str]]:
+        """Whether any queue has settings that change claims, and which queues have limits
+        (their claims take a lock); read again when older than RULES_TTL_S."""
+        rules, read_at = self._rules
+        now = time.monotonic()
+        if rules is None or now - read_at > RULES_TTL_S:
+            rows = self._run_runtime(lambda cur: cur.execute(Q["queue_rules"]).fetchall())
+            rules = (bool(rows), sorted(row["name"] for row in rows if row["limited"]))
+            self._rules = (rules, now)
+        return rules
+
+    def _claim_rows(
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: timedelta,
+        now: datetime | None,
+        finishes: Sequence[Finish] = (),
+    ) -> list[dict[str, Any]]:
+        """Claim (writing `finishes` in the same statement): the one statement of the fast
+        path while no queue has settings; otherwise, in one transaction, the locks of the
+        limited queues it may claim from, then the claim within every queue's settings
+        (queries.sql: next_due_restricted)."""
+        params = _claim_params(worker, queues, limit, lease, now)
+        if finishes:
+            params.update(_outcomes(finishes))
+        restricted, limited = self._queue_rules()
+        if not restricted:
+            name = "finish_and_claim" if finishes else "claim"
+            query = Q[name + "_from_queues" if queues else name]
+            run = self._run if queues else self._run_runtime
+            return run(lambda cur: cur.execute(query, params).fetchall())
+        locked = [q for q in limited if not queues or q in queues]
+        params.update(queues=list(queues) if queues else None, locked=locked)
+        query = Q["finish_and_claim_restricted" if finishes else "claim_restricted"]
+
+        def work(cur: Cursor) -> list[dict[str, Any]]:
+            if locked:
+                rows = cur.execute(Q["lock_limited_queues"], {"locked": locked}).fetchall()
+                params["locked"] = [row["name"] for row in rows]
+            return cur.execute(query, params).fetchall()
+
+        return self._run_runtime(work, atomic=bool(locked))
 
     def close(self) -> None:
         self._runtime.close()
@@ -271,8 +342,7 @@ class PostgresStore(Store):
     ) -> list[Job]:
         if limit <= 0:
             return []
-        run = self._run if queues else self._run_runtime
-        return run(lambda cur: _claim(cur, worker, queues, limit, lease, now))
+        return _claimed(self._claim_rows(worker, queues, limit, lease, now))
 
     def finish_and_claim(
         self,
@@ -290,13 +360,7 @@ class PostgresStore(Store):
             return self.finish_many(finishes, now=now), []
         # One statement, so one round trip and one commit (one WAL flush) for a batch of
         # outcomes and the next batch of jobs: what a busy worker waits on.
-        params = {
-            **_claim_params(worker, queues, limit, lease, now),
-            **_outcomes(finishes),
-        }
-        query = Q["finish_and_claim_from_queues" if queues else "finish_and_claim"]
-        run = self._run if queues else self._run_runtime
-        rows = run(lambda cur: cur.execute(query, params).fetchall())
+        rows = self._claim_rows(worker, queues, limit, lease, now, finishes)
         finished = cast(list[list[Any]], jsontext.loads(rows[0]["finished"]))
         applied = {job_id: JobStatus(status) for job_id, status in finished}
         return applied, _claimed([row for row in rows if row["id"] is not None])
@@ -394,15 +458,41 @@ class PostgresStore(Store):
 
         return self._run(work)
 
-    def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
-        params = {"older_than": older_than, "now": _ts(now), "batch": PRUNE_BATCH}
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        now: datetime | None = None,
+        status: JobStatus | None = None,
+        limit: int | None = None,
+    ) -> int:
         total = 0
-        while True:
+        for batch in prune_batches(status, limit, PRUNE_BATCH):
+            params = {
+                "status": batch.status.value,
+                "older_than": older_than,
+                "now": _ts(now),
+                "batch": batch.size,
+            }
+
+            def work(cur: Cursor, params: Mapping[str, object] = params) -> int:
+                return cur.execute(Q["prune"], params).rowcount
+
             # One transaction per batch: locks stay short while workers keep running.
-            deleted = self._run(lambda cur: cur.execute(Q["prune"], params).rowcount)
+            deleted = self._run(work)
             total += deleted
-            if deleted < PRUNE_BATCH:
-                return total
+            batch.deleted(deleted)
+        return total
+
+    # -- leadership ------------------------------------------------------------------------
+    def try_lead(
+        self, role: str, holder: str, *, ttl: timedelta, now: datetime | None = None
+    ) -> bool:
+        params = {"role": role, "holder": holder, "ttl": ttl, "now": _ts(now)}
+        return self._run(lambda cur: cur.execute(Q["try_lead"], params).fetchone()) is not None
+
+    def resign(self, role: str, holder: str) -> None:
+        self._run(lambda cur: cur.execute(Q["resign"], {"role": role, "holder": holder}))
 
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -410,20 +500,118 @@ class PostgresStore(Store):
             out.setdefault(row["queue"], {})[row["status"]] = row["n"]
         return out
 
+    # -- queue settings (SPEC §7) ----------------------------------------------------------
+    def list_queues(self) -> list[QueueSettings]:
+        rows = self._run(lambda cur: cur.execute(Q["list_queues"]).fetchall())
+        now = utcnow()
+        return sorted((row_to_queue(row, now) for row in rows), key=lambda q: q.name)
+
+    def configure_queue(self, name: str, **changes: Unpack[QueueChanges]) -> QueueSettings:
+        rate = changes.get("rate_limit")
+        params = {
+            "name": name,
+            "concurrency": changes.get("concurrency"),
+            "rate_limit": None if rate is None else rate.count,
+            "rate_period": None if rate is None else rate.window,
+            "key_concurrency": changes.get("key_concurrency"),
+            "fair": changes.get("fair"),
+            **{f"set_{key}": key in changes for key in QUEUE_SETTINGS},
+        }
+        return self._queue_write("configure_queue", params)
+
+    def pause_queue(self, name: str) -> QueueSettings:
+        return self._queue_write("pause_queue", {"name": name})
+
+    def resume_queue(self, name: str) -> QueueSettings:
+        return self._queue_write("resume_queue", {"name": name})
+
+    def hold_queue(self, name: str, until: datetime) -> QueueSettings:
+        return self._queue_write("hold_queue", {"name": name, "until": _ts(until)})
+
+    def _queue_write(self, query: str, params: Mapping[str, object]) -> QueueSettings:
+        """One upsert of a `queues` row (its statement NOTIFYs conveyor_jobs where a change
+        may release jobs)."""
+        row = self._run(lambda cur: cur.execute(Q[query], params).fetchone())
+        assert row is not None, "an upsert returns its row"
+        return row_to_queue(row, utcnow())
+
+    # -- periodic jobs ---------------------------------------------------------------------
+    def register_periodic(
+        self, periodic: Sequence[Periodic], *, now: datetime | None = None
+    ) -> list[PeriodicState]:
+        names = [p.name for p in periodic]
+        params = {
+            "names": names,
+            "schedules": [p.schedule.expression for p in periodic],
+            "timezones": [p.schedule.timezone for p in periodic],
+            "now": _ts(now),
+        }
+        if periodic:
+            self._run(lambda cur: cur.execute(Q["register_periodic"], params))
+        return [state for state in self.list_periodic() if state.name in set(names)]
+
+    def enqueue_periodic(
+        self, periodic: Periodic, tick: datetime, *, now: datetime | None = None
+    ) -> EnqueueResult | None:
+        # `now` is the database's clock here (`since` and the CAS compare ticks only).
+        job = periodic.job_for(tick)
+        params = {
+            "name": periodic.name,
+            "schedule": periodic.schedule.expression,
+            "timezone": periodic.schedule.timezone,
+            "tick": _ts(tick),
+            "type": job.type,
+            "queue": job.queue,
+            "payload": job.payload_json,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
+            "unique_key": job.unique_key,
+        }
+
+        def work(cur: Cursor) -> EnqueueResult | None:
+            # One statement: the compare-and-set and the job's insert commit together.
+            row = cur.execute(Q["enqueue_periodic"], params).fetchone()
+            if row is None:
+                return None
+            if row["id"] is not None:
+                created_at = _utc(row["created_at"])
+                inserted = job.as_inserted(
+                    row["id"],
+                    run_at=_utc(row["run_at"]),
+                    at=created_at,
+                    payload=decode(job.payload_json),
+                )
+                return EnqueueResult(inserted, created=True)
+            # The tick is won, but an unfinished job held its unique_key (only an explicit
+            # enqueue with that key can): that job stands for the tick, or, if it finished
+            # meanwhile, an ordinary enqueue inserts the tick's job after all.
+            result = _insert(cur, job)
+            holder = {"name": periodic.name, "tick": params["tick"], "job_id": result.job.id}
+            cur.execute(Q["periodic_holder"], holder)
+            return result
+
+        return self._run(work)
+
+    def list_periodic(self) -> list[PeriodicState]:
+        rows = self._run(lambda cur: cur.execute(Q["list_periodic"]).fetchall())
+        return [
+            PeriodicState(
+                name=row["name"],
+                schedule=row["schedule"],
+                timezone=row["timezone"],
+                since=_utc(row["since"]),
+                last_tick=_utc_or_none(row["last_tick"]),
+                last_job_id=row["last_job_id"],
+                last_job_status=(
+                    None if row["last_job_status"] is None else JobStatus(row["last_job_status"])
+                ),
+                updated_at=_utc(row["updated_at"]),
+            )
+            for row in rows
+        ]
+
 
 # -- statements shared by several methods ---------------------------------------------------
-def _claim(
-    cur: Cursor,
-    worker: str,
-    queues: Sequence[str] | None,
-    limit: int,
-    lease: timedelta,
-    now: datetime | None,
-) -> list[Job]:
-    query = Q["claim_from_queues" if queues else "claim"]
-    return _claimed(cur.execute(query, _claim_params(worker, queues, limit, lease, now)).fetchall())
-
-
 def _claim_params(
     worker: str,
     queues: Sequence[str] | None,
@@ -488,6 +676,7 @@ def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
         "max_attempts": job.max_attempts,
         "run_at": _ts(job.run_at),
         "unique_key": job.unique_key,
+        "concurrency_key": job.concurrency_key,
     }
     # Unlike SQLite's single writer, the holder may finish between our insert and our read
     # (a committed DONE frees the key): then insert again.
@@ -516,6 +705,7 @@ def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
                 job.max_attempts,
                 _iso(job.run_at),
                 job.unique_key,
+                job.concurrency_key,
             ]
             for job in jobs
         ]

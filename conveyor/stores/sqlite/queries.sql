@@ -21,8 +21,9 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (:version, :name, 
 -- name: enqueue
 -- Insert one pending job; returns no row when an unfinished job holds its unique_key.
 INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
-                  created_at, updated_at)
-VALUES (:type, :queue, :payload, :priority, :max_attempts, :run_at, :unique_key, :now, :now)
+                  concurrency_key, created_at, updated_at)
+VALUES (:type, :queue, :payload, :priority, :max_attempts, :run_at, :unique_key,
+        :concurrency_key, :now, :now)
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
 DO NOTHING
 RETURNING id
@@ -35,39 +36,80 @@ WHERE unique_key = :unique_key
 -- name: claim
 -- Move up to :limit due pending jobs to processing under a fresh lease, highest priority
 -- first, then oldest run_at, then id; from every queue, or only those in the JSON array
--- :queues. One statement: SQLite has one writer at a time, so no two workers can take the
--- same row. The walk goes one (queue, priority) level at a time: `levels` finds each
--- queue's pending priorities with one jobs_pending probe per level, and each level is one
--- range of jobs_pending whose due jobs (run_at <= :now) come before its future ones, read up
--- to :limit rows. A single walk in (priority DESC, run_at, id) order would step over every
+-- :queues; within each queue's settings (SPEC §7). One statement: SQLite has one writer at
+-- a time, so no two workers can take the same row, and the counts each limit is checked
+-- against cannot change under it.
+-- `open` lists the queues that may start jobs now (not paused nor held by a fleet-wide
+-- backoff) and how many each may still start: the least of :limit, its free concurrency
+-- (processing jobs counted on jobs_processing) and its rate budget (starts in the sliding
+-- window, kept in queue_starts by the jobs_started trigger). A queue without settings
+-- counts nothing.
+-- Plain queues walk one (queue, priority) level at a time: `levels` finds each queue's
+-- pending priorities with one jobs_pending probe per level, and each level is one range of
+-- jobs_pending whose due jobs (run_at <= :now) come before its future ones, read up to
+-- :limit rows. A single walk in (priority DESC, run_at, id) order would step over every
 -- future job of a higher priority (a scheduled batch, a burst of urgent retries in
 -- backoff) on each claim; this way the cost is (levels + queues x limit) whatever the
--- backlog, scheduled or due. A pending job that still has a live lease is not taken: it was
--- retried after a cancel while the cancelled run may still be going (never two runs at once).
-WITH RECURSIVE levels (queue, priority) AS (
+-- backlog, scheduled or due.
+-- Keyed queues (key_concurrency or fair) walk one concurrency_key at a time (`keys` skips
+-- from key to key on jobs_pending_by_key), and read up to :limit jobs in priority order of
+-- only the :limit keys that would come first (by their first due job; in a fair queue the
+-- least busy, least recently served ones), plus the jobs without a key. Each job's `turn` is its key's processing jobs plus
+-- its place among the key's candidates: a key may start no more than key_concurrency minus
+-- its processing jobs, and a fair queue starts the least busy key's next job first
+-- (priority still first), between equally busy keys the one least recently served
+-- (key_starts, kept by the jobs_started_fair trigger), so claims rotate across keys even
+-- one job at a time.
+-- Paused and held queues are not read at all, so they never slow the others. A pending job
+-- that still has a live lease is not taken: it was retried after a cancel while the
+-- cancelled run may still be going (never two runs at once).
+WITH RECURSIVE open (queue, budget, per_key, fair) AS (
     SELECT q.name,
-           (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
-            WHERE c.queue = q.name AND c.status = 'pending')
+           min(:limit,
+               CASE WHEN q.concurrency IS NULL THEN :limit
+                    ELSE q.concurrency - (SELECT count(*) FROM jobs AS r INDEXED BY jobs_processing
+                                          WHERE r.queue = q.name AND r.status = 'processing')
+               END,
+               CASE WHEN q.rate_limit IS NULL THEN :limit
+                    ELSE q.rate_limit - (SELECT count(*) FROM queue_starts AS w
+                                         WHERE w.queue = q.name
+                                           AND w.started_at > :now - q.rate_period)
+               END),
+           q.key_concurrency,
+           q.fair
     FROM queues AS q
-    WHERE :queues IS NULL OR q.name IN (SELECT value FROM json_each(:queues))
+    WHERE (:queues IS NULL OR q.name IN (SELECT value FROM json_each(:queues)))
+      AND q.paused = 0
+      AND (q.paused_until IS NULL OR q.paused_until <= :now)
+),
+levels (queue, priority) AS (
+    SELECT o.queue,
+           (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
+            WHERE c.queue = o.queue AND c.status = 'pending')
+    FROM open AS o
+    WHERE o.budget > 0 AND o.per_key IS NULL AND o.fair = 0
     UNION ALL
     SELECT l.queue,
            (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
             WHERE c.queue = l.queue AND c.status = 'pending' AND c.priority < l.priority)
     FROM levels AS l
     WHERE l.priority IS NOT NULL
-)
-UPDATE jobs
-SET status           = 'processing',
-    attempts         = attempts + 1,
-    worker           = :worker,
-    started_at       = :now,
-    updated_at       = :now,
-    lease_expires_at = :lease_until,
-    progress         = NULL,
-    progress_message = NULL
-WHERE id IN (
-    SELECT j.id
+),
+keys (queue, key) AS (
+    SELECT o.queue,
+           (SELECT min(c.concurrency_key) FROM jobs AS c INDEXED BY jobs_pending_by_key
+            WHERE c.queue = o.queue AND c.status = 'pending' AND c.concurrency_key IS NOT NULL)
+    FROM open AS o
+    WHERE o.budget > 0 AND (o.per_key IS NOT NULL OR o.fair = 1)
+    UNION ALL
+    SELECT k.queue,
+           (SELECT min(c.concurrency_key) FROM jobs AS c INDEXED BY jobs_pending_by_key
+            WHERE c.queue = k.queue AND c.status = 'pending' AND c.concurrency_key > k.key)
+    FROM keys AS k
+    WHERE k.key IS NOT NULL
+),
+plain (id, queue, priority, run_at, turn) AS (
+    SELECT j.id, j.queue, j.priority, j.run_at, 1
     FROM levels AS l
     JOIN jobs AS j ON j.id IN (
         SELECT c.id FROM jobs AS c INDEXED BY jobs_pending
@@ -80,7 +122,107 @@ WHERE id IN (
         LIMIT :limit
     )
     WHERE l.priority IS NOT NULL
-    ORDER BY j.priority DESC, j.run_at, j.id
+),
+key_load (queue, key, busy, served, head) AS (
+    SELECT k.queue, k.key,
+           (SELECT count(*) FROM jobs AS r INDEXED BY jobs_processing
+            WHERE r.queue = k.queue AND r.concurrency_key = k.key AND r.status = 'processing'),
+           (SELECT s.started_at FROM key_starts AS s WHERE s.queue = k.queue AND s.key = k.key),
+           (SELECT c.id FROM jobs AS c INDEXED BY jobs_pending_by_key
+            WHERE c.queue = k.queue AND c.concurrency_key = k.key AND c.status = 'pending'
+              AND c.run_at <= :now
+              AND (c.lease_expires_at IS NULL OR c.lease_expires_at < :lease_now)
+            ORDER BY c.priority DESC, c.run_at, c.id LIMIT 1)
+    FROM keys AS k
+    WHERE k.key IS NOT NULL
+),
+chosen_keys (queue, key) AS (
+    SELECT queue, key FROM (
+        SELECT l.queue, l.key,
+               row_number() OVER (PARTITION BY l.queue
+                                  ORDER BY h.priority DESC,
+                                           CASE WHEN o.fair = 1 THEN l.busy END,
+                                           CASE WHEN o.fair = 1 THEN coalesce(l.served, 0) END,
+                                           h.run_at, h.id) AS place
+        FROM key_load AS l
+        JOIN jobs AS h ON h.id = l.head
+        JOIN open AS o ON o.queue = l.queue
+        WHERE o.per_key IS NULL OR l.busy < o.per_key)
+    WHERE place <= :limit
+),
+keyed (id, queue, key, priority, run_at) AS (
+    SELECT j.id, j.queue, j.concurrency_key, j.priority, j.run_at
+    FROM chosen_keys AS k
+    JOIN jobs AS j ON j.id IN (
+        SELECT c.id FROM jobs AS c INDEXED BY jobs_pending_by_key
+        WHERE c.queue = k.queue
+          AND c.concurrency_key = k.key
+          AND c.status = 'pending'
+          AND c.run_at <= :now
+          AND (c.lease_expires_at IS NULL OR c.lease_expires_at < :lease_now)
+        ORDER BY c.priority DESC, c.run_at, c.id
+        LIMIT :limit
+    )
+    UNION ALL
+    SELECT j.id, j.queue, NULL, j.priority, j.run_at
+    FROM open AS o
+    JOIN jobs AS j ON j.id IN (
+        SELECT c.id FROM jobs AS c INDEXED BY jobs_pending
+        WHERE c.queue = o.queue
+          AND c.status = 'pending'
+          AND c.concurrency_key IS NULL
+          AND c.run_at <= :now
+          AND (c.lease_expires_at IS NULL OR c.lease_expires_at < :lease_now)
+        ORDER BY c.priority DESC, c.run_at, c.id
+        LIMIT :limit
+    )
+    WHERE o.budget > 0 AND (o.per_key IS NOT NULL OR o.fair = 1)
+),
+turns (id, queue, priority, run_at, turn) AS (
+    SELECT q.id, q.queue, q.priority, q.run_at, q.busy + q.turn
+    FROM (SELECT k.*,
+                 row_number() OVER (PARTITION BY k.queue, k.key
+                                    ORDER BY k.priority DESC, k.run_at, k.id) AS turn,
+                 (SELECT count(*) FROM jobs AS r INDEXED BY jobs_processing
+                  WHERE r.queue = k.queue AND r.concurrency_key IS k.key
+                    AND r.status = 'processing') AS busy
+          FROM keyed AS k) AS q
+    JOIN open AS o ON o.queue = q.queue
+    WHERE q.key IS NULL OR o.per_key IS NULL OR q.busy + q.turn <= o.per_key
+),
+shuffled (id, queue, priority, run_at, turn, draw, budget) AS (
+    SELECT c.id, c.queue, c.priority, c.run_at,
+           CASE WHEN o.fair = 1 THEN c.turn ELSE 1 END,
+           CASE WHEN o.fair = 1
+                THEN coalesce((SELECT s.started_at FROM key_starts AS s
+                               WHERE s.queue = c.queue AND s.key = coalesce(j.concurrency_key, '')),
+                              0)
+                ELSE 0 END,
+           o.budget
+    FROM (SELECT * FROM plain UNION ALL SELECT * FROM turns) AS c
+    JOIN open AS o ON o.queue = c.queue
+    JOIN jobs AS j ON j.id = c.id
+),
+candidates (id, priority, run_at, turn, draw, n, budget) AS (
+    SELECT id, priority, run_at, turn, draw,
+           row_number() OVER (PARTITION BY queue
+                              ORDER BY priority DESC, turn, draw, run_at, id),
+           budget
+    FROM shuffled
+)
+UPDATE jobs
+SET status           = 'processing',
+    attempts         = attempts + 1,
+    worker           = :worker,
+    started_at       = :now,
+    updated_at       = :now,
+    lease_expires_at = :lease_until,
+    progress         = NULL,
+    progress_message = NULL
+WHERE id IN (
+    SELECT id FROM candidates
+    WHERE n <= budget
+    ORDER BY priority DESC, turn, draw, run_at, id
     LIMIT :limit
 )
 RETURNING *
@@ -238,16 +380,42 @@ WHERE id = :id
 RETURNING *
 
 -- name: prune
--- Delete one batch of finished jobs older than :cutoff (batches keep write locks short).
--- The newest row is kept: ids are max(id) + 1, so keeping it means ids are never reused.
+-- Delete one batch of finished jobs of :status older than :cutoff, oldest first (batches
+-- keep write locks short). The newest row is kept: ids are max(id) + 1, so keeping it means
+-- ids are never reused; it is left out of the batch, so a full batch means there may be more.
+-- The status IN (...) repeats the index's condition: with :status alone SQLite cannot tell
+-- that the partial index jobs_finished (status, finished_at) covers the rows.
 DELETE FROM jobs
 WHERE id IN (
     SELECT id FROM jobs INDEXED BY jobs_finished
     WHERE status IN ('done', 'failed', 'cancelled')
+      AND status = :status
       AND finished_at < :cutoff
+      AND id < (SELECT max(id) FROM jobs)
+    ORDER BY finished_at
     LIMIT :batch
 )
-  AND id < (SELECT max(id) FROM jobs)
+
+-- name: try_lead
+-- Take or renew the leadership of :role for :holder until :until (lease clock): a new row
+-- when nobody ever led it, else an update only while :holder leads it already or its
+-- leader's time has run out (:lease_now past `until`). A row back means :holder leads. One
+-- statement: SQLite's single writer decides between two processes asking at once.
+INSERT INTO leaders (role, holder, until) VALUES (:role, :holder, :until)
+ON CONFLICT (role) DO UPDATE
+SET holder = excluded.holder,
+    until  = excluded.until
+WHERE leaders.holder = excluded.holder
+   OR leaders.until < :lease_now
+RETURNING holder
+
+-- name: resign
+-- :holder gives :role up (it stops), so another process takes it at its next try.
+DELETE FROM leaders WHERE role = :role AND holder = :holder
+
+-- name: expire_leaders
+-- After a reboot (see expire_leases): every leader's deadline has passed.
+UPDATE leaders SET until = 0
 
 -- name: written_by
 -- Whether a batched `complete` applied to this job: it did when the row carries this
@@ -264,6 +432,50 @@ WHERE id = :id
 SELECT queue, status, count(*) AS n
 FROM jobs
 GROUP BY queue, status
+
+-- name: register_periodic
+-- A schedule as an app registers it when a worker starts: a new row whose ticks count from
+-- :now; or, when its schedule or time zone changed, the new ones, counted from :now again (no
+-- tick of the old schedule, nor from before the change, is caught up). Unchanged: nothing is
+-- written. last_tick stays as it is either way: it only ever moves forward.
+INSERT INTO periodic (name, schedule, timezone, since, updated_at)
+VALUES (:name, :schedule, :timezone, :now, :now)
+ON CONFLICT (name) DO UPDATE
+SET schedule   = excluded.schedule,
+    timezone   = excluded.timezone,
+    since      = excluded.since,
+    updated_at = excluded.updated_at
+WHERE periodic.schedule <> excluded.schedule
+   OR periodic.timezone <> excluded.timezone
+
+-- name: enqueue_periodic
+-- The compare-and-set of one tick: last_tick moves to :tick only if :tick is later than it
+-- and not before `since`. A row back means this call won the tick; the store inserts the
+-- tick's job and records it (periodic_job) in the same BEGIN IMMEDIATE transaction, so no
+-- other process can win the same tick, nor an earlier one, ever after: not even once the
+-- job has finished and freed its unique_key. A missing row is created (since = :tick).
+INSERT INTO periodic (name, schedule, timezone, since, last_tick, updated_at)
+VALUES (:name, :schedule, :timezone, :tick, :tick, :now)
+ON CONFLICT (name) DO UPDATE
+SET last_tick  = excluded.last_tick,
+    updated_at = excluded.updated_at
+WHERE (periodic.last_tick IS NULL OR periodic.last_tick < excluded.last_tick)
+  AND periodic.since <= excluded.last_tick
+RETURNING name
+
+-- name: periodic_job
+-- The job of the tick just won (or the unfinished job that held its unique_key).
+UPDATE periodic
+SET last_job_id = :job_id
+WHERE name = :name
+
+-- name: list_periodic
+-- Every schedule, with the status of its last job (NULL once that job was pruned).
+SELECT p.name, p.schedule, p.timezone, p.since, p.last_tick, p.last_job_id, p.updated_at,
+       j.status AS last_job_status
+FROM periodic AS p
+LEFT JOIN jobs AS j ON j.id = p.last_job_id
+ORDER BY p.name
 
 -- name: data_version
 -- Changes whenever another connection commits to the file: the cross-process wake-up signal.
@@ -296,6 +508,61 @@ UPDATE cancel_signal SET version = version + 1 WHERE id = 1
 
 -- name: cancel_signal
 SELECT version FROM cancel_signal WHERE id = 1
+
+-- name: list_queues
+-- Queue settings (SPEC §7) of every queue that was configured (configure, pause, resume and
+-- hold set updated_at; the rows the jobs_queue_seen trigger adds have none) or has pending
+-- or processing jobs. Cost: a walk of `queues` (every queue ever used) with at most one probe
+-- of jobs_pending and one of jobs_processing per queue, whatever the number of jobs.
+SELECT q.*
+FROM queues AS q
+WHERE q.updated_at IS NOT NULL
+   OR EXISTS (SELECT 1 FROM jobs WHERE queue = q.name AND status = 'pending')
+   OR EXISTS (SELECT 1 FROM jobs WHERE queue = q.name AND status = 'processing')
+
+-- name: configure_queue
+-- Upsert a queue's settings: only those flagged :set_* change (NULL clears a limit); the
+-- others keep their value, or their default in a new row. A rate limit is a count and a
+-- period (microseconds), set together.
+INSERT INTO queues (name, concurrency, rate_limit, rate_period, key_concurrency, fair,
+                    updated_at)
+VALUES (:name, :concurrency, :rate_limit, :rate_period, :key_concurrency, coalesce(:fair, 0),
+        :now)
+ON CONFLICT (name) DO UPDATE
+SET concurrency     = CASE WHEN :set_concurrency THEN excluded.concurrency ELSE concurrency END,
+    rate_limit      = CASE WHEN :set_rate_limit THEN excluded.rate_limit ELSE rate_limit END,
+    rate_period     = CASE WHEN :set_rate_limit THEN excluded.rate_period ELSE rate_period END,
+    key_concurrency = CASE WHEN :set_key_concurrency THEN excluded.key_concurrency
+                           ELSE key_concurrency END,
+    fair            = CASE WHEN :set_fair THEN excluded.fair ELSE fair END,
+    updated_at      = excluded.updated_at
+RETURNING *
+
+-- name: pause_queue
+-- An operator's pause: no claim takes the queue's jobs until resume_queue.
+INSERT INTO queues (name, paused, updated_at) VALUES (:name, 1, :now)
+ON CONFLICT (name) DO UPDATE
+SET paused     = 1,
+    updated_at = excluded.updated_at
+RETURNING *
+
+-- name: resume_queue
+-- Ends an operator's pause and a fleet-wide backoff (paused_until) alike.
+INSERT INTO queues (name, paused, updated_at) VALUES (:name, 0, :now)
+ON CONFLICT (name) DO UPDATE
+SET paused       = 0,
+    paused_until = NULL,
+    updated_at   = excluded.updated_at
+RETURNING *
+
+-- name: hold_queue
+-- A fleet-wide backoff (Snooze(queue=True)): no claim takes the queue's jobs before :until
+-- (wall-clock microseconds); a later backoff already set is kept.
+INSERT INTO queues (name, paused_until, updated_at) VALUES (:name, :until, :now)
+ON CONFLICT (name) DO UPDATE
+SET paused_until = max(coalesce(paused_until, excluded.paused_until), excluded.paused_until),
+    updated_at   = excluded.updated_at
+RETURNING *
 
 -- name: ping
 SELECT 1

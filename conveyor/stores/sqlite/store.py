@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Unpack
 
 from conveyor import jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
 from conveyor.jobs import (
+    QUEUE_SETTINGS,
     EnqueueResult,
     Finish,
     FinishKind,
@@ -21,13 +24,17 @@ from conveyor.jobs import (
     JSONValue,
     LeaseRef,
     NewJob,
+    QueueChanges,
+    QueueSettings,
+    RateLimit,
     RecoveryResult,
     Renewal,
     decode_payloads,
 )
 from conveyor.payloads import decode
+from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
-from conveyor.stores.base import Notifier, Store
+from conveyor.stores.base import Notifier, Store, prune_batches
 from conveyor.stores.sqlite import clock
 from conveyor.stores.sqlite.connections import Connections
 
@@ -103,6 +110,22 @@ def row_to_job(row: sqlite3.Row) -> Job:
         finished_at=from_us(row["finished_at"]),
         progress=row["progress"],
         progress_message=row["progress_message"],
+        concurrency_key=row["concurrency_key"],
+    )
+
+
+def row_to_queue(row: sqlite3.Row, now_us: int) -> QueueSettings:
+    """A `queues` row as QueueSettings; a backoff (paused_until) that has passed is None."""
+    count, period = row["rate_limit"], row["rate_period"]
+    paused_until = row["paused_until"]
+    return QueueSettings(
+        name=row["name"],
+        concurrency=row["concurrency"],
+        rate_limit=None if count is None else RateLimit(count, period // 1_000_000),
+        key_concurrency=row["key_concurrency"],
+        fair=bool(row["fair"]),
+        paused=bool(row["paused"]),
+        paused_until=from_us(paused_until) if paused_until and paused_until > now_us else None,
     )
 
 
@@ -250,6 +273,7 @@ class SqliteStore(Store):
                 "max_attempts": job.max_attempts,
                 "run_at": run_at,
                 "unique_key": job.unique_key,
+                "concurrency_key": job.concurrency_key,
                 "now": now,
             },
         ).fetchone()
@@ -426,23 +450,122 @@ class SqliteStore(Store):
             raise JobNotFound(f"job {job_id} not found")
         raise InvalidTransition(f"job {job_id} is {current['status']}: cannot {action} it")
 
-    def prune(self, *, older_than: timedelta, now: datetime | None = None) -> int:
+    def prune(
+        self,
+        *,
+        older_than: timedelta,
+        now: datetime | None = None,
+        status: JobStatus | None = None,
+        limit: int | None = None,
+    ) -> int:
         cutoff = _now_us(now) - int(older_than.total_seconds() * 1_000_000)
         total = 0
-        while True:
-            with self._write() as conn:
-                deleted = conn.execute(
-                    Q["prune"], {"cutoff": cutoff, "batch": PRUNE_BATCH}
-                ).rowcount
+        for batch in prune_batches(status, limit, PRUNE_BATCH):
+            with self._write() as conn:  # one short transaction per batch
+                params = {"status": batch.status.value, "cutoff": cutoff, "batch": batch.size}
+                deleted = conn.execute(Q["prune"], params).rowcount
             total += deleted
-            if deleted < PRUNE_BATCH:
-                return total
+            batch.deleted(deleted)
+        return total
+
+    # -- leadership ------------------------------------------------------------------------
+    def try_lead(
+        self, role: str, holder: str, *, ttl: timedelta, now: datetime | None = None
+    ) -> bool:
+        self._check_lease_clock()
+        lease_now = _clocks(now)[1]
+        params = {
+            "role": role,
+            "holder": holder,
+            "until": _lease_after(lease_now, ttl),
+            "lease_now": lease_now,
+        }
+        return bool(self._write_one(Q["try_lead"], params))
+
+    def resign(self, role: str, holder: str) -> None:
+        self._write_one(Q["resign"], {"role": role, "holder": holder})
 
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for row in self._read(Q["stats"]):
             out.setdefault(row["queue"], {})[row["status"]] = row["n"]
         return out
+
+    # -- queue settings (SPEC §7) ----------------------------------------------------------
+    def list_queues(self) -> list[QueueSettings]:
+        now = _now_us(None)
+        rows = self._read(Q["list_queues"])
+        return sorted((row_to_queue(row, now) for row in rows), key=lambda q: q.name)
+
+    def configure_queue(self, name: str, **changes: Unpack[QueueChanges]) -> QueueSettings:
+        rate = changes.get("rate_limit")
+        params = {
+            "name": name,
+            "concurrency": changes.get("concurrency"),
+            "rate_limit": None if rate is None else rate.count,
+            "rate_period": None if rate is None else rate.period * 1_000_000,
+            "key_concurrency": changes.get("key_concurrency"),
+            "fair": changes.get("fair"),
+            **{f"set_{key}": key in changes for key in QUEUE_SETTINGS},
+        }
+        return self._queue_write("configure_queue", params)
+
+    def pause_queue(self, name: str) -> QueueSettings:
+        return self._queue_write("pause_queue", {"name": name})
+
+    def resume_queue(self, name: str) -> QueueSettings:
+        return self._queue_write("resume_queue", {"name": name})
+
+    def hold_queue(self, name: str, until: datetime) -> QueueSettings:
+        return self._queue_write("hold_queue", {"name": name, "until": to_us(until)})
+
+    def _queue_write(self, query: str, params: Mapping[str, object]) -> QueueSettings:
+        """One upsert of a `queues` row in its own transaction; the notifier of every worker
+        process sees the commit (data_version) and claims again."""
+        now = _now_us(None)
+        (row,) = self._write_one(Q[query], {**params, "now": now})
+        return row_to_queue(row, now)
+
+    # -- periodic jobs ---------------------------------------------------------------------
+    def register_periodic(
+        self, periodic: Sequence[Periodic], *, now: datetime | None = None
+    ) -> list[PeriodicState]:
+        at = _now_us(now)
+        with self._write() as conn:
+            for p in periodic:
+                params = {
+                    "name": p.name,
+                    "schedule": p.schedule.expression,
+                    "timezone": p.schedule.timezone,
+                    "now": at,
+                }
+                conn.execute(Q["register_periodic"], params)
+        names = {p.name for p in periodic}
+        return [state for state in self.list_periodic() if state.name in names]
+
+    def enqueue_periodic(
+        self, periodic: Periodic, tick: datetime, *, now: datetime | None = None
+    ) -> EnqueueResult | None:
+        job = periodic.job_for(tick)
+        payload = decode(job.payload_json)
+        at = _now_us(now)
+        params = {
+            "name": periodic.name,
+            "schedule": periodic.schedule.expression,
+            "timezone": periodic.schedule.timezone,
+            "tick": to_us(tick),
+            "now": at,
+        }
+        # One BEGIN IMMEDIATE transaction: the compare-and-set, then the job, then its id.
+        with self._write() as conn:
+            if conn.execute(Q["enqueue_periodic"], params).fetchone() is None:
+                return None
+            result = self._insert(conn, job, at, payload)
+            conn.execute(Q["periodic_job"], {"name": periodic.name, "job_id": result.job.id})
+        return result
+
+    def list_periodic(self) -> list[PeriodicState]:
+        return [_periodic_state(row) for row in self._read(Q["list_periodic"])]
 
     # -- the lease clock -----------------------------------------------------------------
     def _check_lease_clock(self) -> None:
@@ -462,6 +585,8 @@ class SqliteStore(Store):
             elif row[0] != clock.BOOT_ID:
                 conn.execute(Q["expire_leases"])
             if row is None or row[0] != clock.BOOT_ID:
+                with contextlib.suppress(sqlite3.OperationalError):  # before migration 0005
+                    conn.execute(Q["expire_leaders"])
                 conn.execute(Q["set_lease_clock"], {"boot_id": clock.BOOT_ID})
         self._lease_clock_checked = True
 
@@ -476,6 +601,23 @@ class SqliteStore(Store):
         except sqlite3.OperationalError:
             return 0
         return 0 if row is None else int(row[0])
+
+
+def _periodic_state(row: sqlite3.Row) -> PeriodicState:
+    since, updated_at = from_us(row["since"]), from_us(row["updated_at"])
+    assert since is not None
+    assert updated_at is not None
+    status = row["last_job_status"]
+    return PeriodicState(
+        name=row["name"],
+        schedule=row["schedule"],
+        timezone=row["timezone"],
+        since=since,
+        last_tick=from_us(row["last_tick"]),
+        last_job_id=row["last_job_id"],
+        last_job_status=None if status is None else JobStatus(status),
+        updated_at=updated_at,
+    )
 
 
 def _claim_params(
