@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.chaos --store sqlite --jobs 20000
     .venv/bin/python -m bench.chaos --store postgres --jobs 20000     # restarts PostgreSQL twice
+    .venv/bin/python -m bench.chaos --store sqlite --jobs 2000 --workflow
 
 Four worker processes (`--workers`) run the jobs of bench/chaos_app.py. Meanwhile the runner
 repeatedly SIGKILLs a random worker, or SIGTERMs one (graceful shutdown with a short
@@ -16,6 +17,20 @@ guarantees of docs/guarantees.md:
 - a job that started more than once was interrupted: each earlier start happened in a process
   the runner SIGKILLed or SIGTERMed (handed back) — duplicates are attributable;
 - every SIGTERMed worker exited 0; no worker died on its own; no traceback in any log.
+
+`--workflow` enqueues the jobs as workflows (SPEC §8) instead of independent jobs: diamonds
+(a root, two children, a join), fan-out/fan-in groups (a root, 3-30 children depending on
+it, a join depending on all of them), fan-ins of 2-10 independent roots, and chains of 3-5
+jobs, each workflow in one enqueue_many batch with "@i" references and the default "cancel"
+policy. Every task succeeds, so every job must still end `done` (a cancelled one would mean
+a dependency was seen to fail), and two more checks run:
+
+- every job's stored `depends_on` names the planned dependencies;
+- every run of a dependent (each start in the side records, not only the stored run)
+  started after the stored run of each of its dependencies had finished (its recorded
+  end), and on PostgreSQL the dependent's stored `started_at` is not before the
+  dependency's stored `finished_at` either (SQLite stamps a write before it waits for the
+  write lock, so there its timestamps need not follow the commit order).
 
 It prints one summary line, and exits 1 with the list of problems when a check fails or the
 hard `--timeout` passes. PostgreSQL: a scratch database `conveyor_chaos` on $BENCH_PG_ADMIN
@@ -39,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +93,7 @@ class ChaosConfig:
     backlog: int = 3000  # the producer keeps at most this many pending
     seed: int | None = None
     verbose: bool = False
+    workflow: bool = False  # enqueue workflows of dependent jobs (see the module docstring)
 
 
 @dataclass
@@ -97,6 +114,9 @@ class Report:
     lost: int = 0
     producer_retries: int = 0
     startup_refusals: int = 0  # workers started while the database restarted: exited 1
+    workflows: int = 0  # --workflow: workflows enqueued
+    edges: int = 0  # ... dependencies whose order was checked
+    order_violations: int = 0  # ... a dependent started before a dependency had finished
     elapsed: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -118,7 +138,14 @@ class Report:
             f"db_restarts={self.db_restarts} duplicates={self.duplicates} ({attributed}) "
             f"dup/kill={ratio:.2f} completed_twice={self.completed_twice} "
             f"overlaps={self.overlaps} lost={self.lost} "
-            f"elapsed={self.elapsed:.1f}s" + ("" if self.ok else " FAILED")
+            + (
+                f"workflows={self.workflows} edges={self.edges} "
+                f"order_violations={self.order_violations} "
+                if self.workflows
+                else ""
+            )
+            + f"elapsed={self.elapsed:.1f}s"
+            + ("" if self.ok else " FAILED")
         )
 
 
@@ -163,6 +190,13 @@ class Chaos:
         self.enqueued = 0
         self.producer_error: BaseException | None = None
         self.stop_producing = threading.Event()
+        # --workflow: the dependencies (seqs) of each seq, and the seqs that begin a workflow
+        self.deps: list[tuple[int, ...]] = []
+        self.workflow_starts: set[int] = set()
+        if cfg.workflow:
+            self.deps, starts = plan_workflows(cfg.jobs, random.Random(self.rng.random()))
+            self.workflow_starts = set(starts)
+            self.report.workflows = len(starts)
 
     # -- workers ------------------------------------------------------------------------
     def start_worker(self) -> Worker:
@@ -319,19 +353,38 @@ class Chaos:
         self.log(f"PostgreSQL back after {time.time() - begin:.1f}s")
 
     # -- producing --------------------------------------------------------------------------
-    def job_spec(self, seq: int) -> dict[str, object]:
+    def job_spec(self, seq: int, first: int = 0) -> dict[str, object]:
+        """The job of `seq`, in a batch that begins with seq `first` ("@i" references)."""
         long = self.spec_rng.randrange(self.cfg.long_every) == 0
         ms = self.spec_rng.uniform(200, 1200) if long else self.spec_rng.uniform(0, 3)
-        return {
+        spec: dict[str, object] = {
             "type": "chaos" if seq % 2 else "achaos",
             "payload": {"seq": seq, "ms": round(ms, 2)},
             "unique_key": f"chaos-{seq}",
             # the producer app has no tasks registered, so it cannot know the task's own
             "max_attempts": chaos_app.MAX_ATTEMPTS,
         }
+        if self.deps and self.deps[seq]:
+            assert min(self.deps[seq]) >= first, "a workflow split over two batches"
+            spec["depends_on"] = [f"@{dep - first}" for dep in self.deps[seq]]
+        return spec
+
+    def batches(self, start: int, end: int, size: int) -> Iterator[range]:
+        """The seqs from start to end in batches of about `size`, each workflow whole in one
+        batch ("@i" refers to an item of the same batch)."""
+        begin = start
+        while begin < end:
+            stop = min(begin + size, end)
+            while stop < end and not self.begins_batch(stop):
+                stop += 1
+            yield range(begin, stop)
+            begin = stop
+
+    def begins_batch(self, seq: int) -> bool:
+        return not self.cfg.workflow or seq in self.workflow_starts
 
     def enqueue_batch(self, app: Conveyor, seqs: range) -> None:
-        specs = [self.job_spec(seq) for seq in seqs]
+        specs = [self.job_spec(seq, seqs.start) for seq in seqs]
         delay = 0.1
         while True:
             try:
@@ -353,7 +406,8 @@ class Chaos:
                 # The last batches wait for the planned DB restarts, so that every restart
                 # happens while work is still flowing, however fast the jobs drain.
                 hold_from = self.cfg.jobs - 2 * self.cfg.batch
-                for begin in range(start, self.cfg.jobs, self.cfg.batch):
+                for batch in self.batches(start, self.cfg.jobs, self.cfg.batch):
+                    begin = batch.start
                     while not self.stop_producing.is_set():
                         held = begin >= hold_from and self.report.db_restarts < self.cfg.db_restarts
                         try:
@@ -364,8 +418,7 @@ class Chaos:
                         self.stop_producing.wait(0.05)
                     if self.stop_producing.is_set():
                         return
-                    end = min(begin + self.cfg.batch, self.cfg.jobs)
-                    self.enqueue_batch(app, range(begin, end))
+                    self.enqueue_batch(app, batch)
         except BaseException as exc:
             self.producer_error = exc
 
@@ -382,9 +435,11 @@ class Chaos:
         try:
             store.migrate()
             upfront = min(self.cfg.jobs, max(self.cfg.batch, int(self.cfg.jobs * self.cfg.upfront)))
+            while upfront < self.cfg.jobs and not self.begins_batch(upfront):
+                upfront += 1
             with Conveyor(self.cfg.url) as app:
-                for begin in range(0, upfront, 1000):
-                    self.enqueue_batch(app, range(begin, min(begin + 1000, upfront)))
+                for batch in self.batches(0, upfront, 1000):
+                    self.enqueue_batch(app, batch)
             for _ in range(self.cfg.workers):
                 self.start_worker()
             producer = threading.Thread(
@@ -404,6 +459,8 @@ class Chaos:
                         f"hard timeout: {self.cfg.timeout:.0f}s passed with "
                         f"{self.cfg.jobs - safe_count(store, 'done')} jobs not done"
                     )
+                    if self.cfg.workflow:
+                        self.report.problems += stuck_waiting(store)
                     break
                 if self.producer_error is not None:
                     self.report.problems.append(f"producer failed: {self.producer_error!r}")
@@ -468,14 +525,28 @@ class Chaos:
         if twice:
             problems.append(f"{len(twice)} seqs enqueued more than once, e.g. {twice[:5]}")
 
+        # Lines are `seq pid start [job_id]` and `seq pid start end [job_id]`.
+        recorded_ids: dict[int, set[int]] = collections.defaultdict(set)
         started: dict[int, list[tuple[float, int]]] = collections.defaultdict(list)
-        for s_seq, s_pid, s_start in read_lines(Path(str(self.record) + ".started")):
-            started[int(s_seq)].append((float(s_start), int(s_pid)))
+        for line in read_lines(Path(str(self.record) + ".started")):
+            started[int(line[0])].append((float(line[2]), int(line[1])))
+            recorded_ids[int(line[0])].update(int(i) for i in line[3:4])
         finished: dict[int, list[tuple[float, int]]] = collections.defaultdict(list)
         run_end: dict[tuple[int, int, float], float] = {}
-        for f_seq, f_pid, f_start, f_end in read_lines(self.record):
-            finished[int(f_seq)].append((float(f_start), int(f_pid)))
-            run_end[int(f_seq), int(f_pid), float(f_start)] = float(f_end)
+        for line in read_lines(self.record):
+            f_seq, f_pid, f_start = int(line[0]), int(line[1]), float(line[2])
+            finished[f_seq].append((f_start, f_pid))
+            run_end[f_seq, f_pid, f_start] = float(line[3])
+            recorded_ids[f_seq].update(int(i) for i in line[4:5])
+        strangers = {
+            seq: ids - {job.id for job in by_seq.get(seq, [])} for seq, ids in recorded_ids.items()
+        }
+        strangers = {seq: ids for seq, ids in strangers.items() if ids}
+        if strangers:
+            problems.append(
+                f"{len(strangers)} seqs have runs recorded for a job id that is not theirs, "
+                f"e.g. {sorted(strangers.items())[:5]}"
+            )
 
         lost = []
         for seq in range(self.cfg.jobs):
@@ -494,6 +565,8 @@ class Chaos:
         self.report.lost = len(lost)
         if lost:
             problems.append(f"lost {len(lost)} jobs, e.g. seqs {lost[:10]}")
+        if self.cfg.workflow:
+            self.verify_order(by_seq, started, finished, run_end)
 
         job_ids = {job.id: seq for seq, jobs in by_seq.items() for job in jobs}
         signalled = {w.pid: w for w in self.procs if w.fate in ("killed", "terminated")}
@@ -570,8 +643,119 @@ class Chaos:
             if "Traceback" in text:
                 problems.append(f"traceback in {w.log} (pid {w.pid}, {w.fate or 'alive'})")
 
+    def verify_order(
+        self,
+        by_seq: dict[int, list[Job]],
+        started: dict[int, list[tuple[float, int]]],
+        finished: dict[int, list[tuple[float, int]]],
+        run_end: dict[tuple[int, int, float], float],
+    ) -> None:
+        """--workflow: the store kept each job's dependencies, and no run of a job started
+        before the stored run of each of its dependencies had ended."""
+        problems = self.report.problems
+        seq_of = {job.id: seq for seq, jobs in by_seq.items() for job in jobs}
+        # PostgreSQL stamps a write with its transaction's now(), and a dependent's claim
+        # begins after its last dependency's finish committed. The SQLite store reads its
+        # clock before it waits for the write lock, so its stamps need not follow the order
+        # of the commits (a finish that waited long carries a time from before the finish
+        # that released the dependent, and the claim that took it): there the side records
+        # alone decide.
+        store_clock_ordered = not self.cfg.url.startswith("sqlite")
+        stored_end: dict[int, float] = {}  # seq → when its stored run's body ended
+        for seq, copies in by_seq.items():
+            pid = worker_pid(copies[0].worker)
+            # Only the last claim's outcome can be stored (the fence), so when one process
+            # completed the job more than once, the stored run is its last start there.
+            runs = sorted(start for start, p in finished.get(seq, []) if p == pid)
+            if runs:
+                stored_end[seq] = run_end[seq, pid, runs[-1]]
+        wrong_edges: list[str] = []
+        early: list[str] = []
+        for seq, planned in enumerate(self.deps):
+            jobs = by_seq.get(seq)
+            if not planned or not jobs:
+                continue  # a job without dependencies; a missing job is reported as lost
+            job = jobs[0]
+            stored = sorted(seq_of.get(i, -1) for i in job.depends_on)
+            if stored != sorted(planned):
+                wrong_edges.append(f"seq {seq} depends on seqs {stored}, not {list(planned)}")
+                continue
+            for dep in planned:
+                self.report.edges += 1
+                dep_job = by_seq[dep][0]
+                end = stored_end.get(dep)
+                if end is not None:
+                    for start, pid in started.get(seq, []):
+                        if start < end:
+                            early.append(
+                                f"seq {seq} (job {job.id}) started in pid {pid} at {start:.6f}, "
+                                f"before its dependency seq {dep} (job {dep_job.id}) ended "
+                                f"at {end:.6f}"
+                            )
+                if (
+                    store_clock_ordered
+                    and job.started_at is not None
+                    and dep_job.finished_at is not None
+                    and job.started_at < dep_job.finished_at
+                ):
+                    early.append(
+                        f"seq {seq} (job {job.id}) has started_at {job.started_at.isoformat()}, "
+                        f"before its dependency seq {dep} (job {dep_job.id}) has finished_at "
+                        f"{dep_job.finished_at.isoformat()}"
+                    )
+        if wrong_edges:
+            problems.append(
+                f"{len(wrong_edges)} jobs lost or gained dependencies in the store, "
+                f"e.g. {wrong_edges[:5]}"
+            )
+        self.report.order_violations = len(early)
+        problems += [f"dependency order: {e}" for e in early[:10]]
+        if len(early) > 10:
+            problems.append(f"... and {len(early) - 10} more dependency order violations")
+
 
 # -- helpers --------------------------------------------------------------------------------
+def plan_workflows(n: int, rng: random.Random) -> tuple[list[tuple[int, ...]], list[int]]:
+    """n jobs as whole workflows, one after another: the dependencies (seqs) of each seq,
+    and the first seq of each workflow. The last workflow is cut short at n (a prefix of
+    a workflow is a workflow too: each job depends only on earlier ones)."""
+    deps: list[tuple[int, ...]] = []
+    starts: list[int] = []
+    while len(deps) < n:
+        first = len(deps)
+        shape = rng.random()
+        local: list[tuple[int, ...]]
+        if shape < 0.35:  # diamond
+            local = [(), (0,), (0,), (1, 2)]
+        elif shape < 0.65:  # fan-out/fan-in: a root, k children, a join
+            k = rng.randint(3, 30)
+            local = [(), *[(0,)] * k, tuple(range(1, k + 1))]
+        elif shape < 0.8:  # fan-in of k independent roots
+            k = rng.randint(2, 10)
+            local = [*[()] * k, tuple(range(k))]
+        else:  # a chain of 3-5
+            local = [(), *[(i,) for i in range(rng.randint(3, 5) - 1)]]
+        starts.append(first)
+        deps += [tuple(first + i for i in d) for d in local[: n - first]]
+    return deps, starts
+
+
+def stuck_waiting(store: Store) -> list[str]:
+    """Pending jobs whose dependencies have all ended `done`: each should have run."""
+    rows = all_jobs(store)
+    status = {job.id: job.status for job in rows}
+    stuck = [
+        job.id
+        for job in rows
+        if job.status == "pending"
+        and job.depends_on
+        and all(status.get(d) == "done" for d in job.depends_on)
+    ]
+    if not stuck:
+        return []
+    return [f"{len(stuck)} jobs still pending though every dependency is done: {stuck[:10]}"]
+
+
 def count(store: Store, status: str) -> int:
     return sum(q.get(status, 0) for q in store.stats().values())
 
@@ -663,6 +847,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db-restarts", type=int, default=None, help="default 2 on postgres")
     parser.add_argument("--timeout", type=float, default=900.0, help="hard limit, seconds")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--workflow", action="store_true", help="enqueue workflows of dependent jobs"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="kept; default a temp dir")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -688,6 +875,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         seed=args.seed,
         verbose=args.verbose,
+        workflow=args.workflow,
     )
     report = run_chaos(cfg)
     print(report.summary(), flush=True)

@@ -1,10 +1,12 @@
 """The app the chaos runner (bench/chaos.py) runs in real `conveyor worker` processes.
 
 Every execution is recorded from the side, not only in the job's status column:
-`$CHAOS_RECORD.started` gets `seq pid start` when a run begins, `$CHAOS_RECORD` gets
-`seq pid start end` when its body completes. Each line is one O_APPEND write of a short
-line, which is atomic, so concurrent processes never interleave and a SIGKILL leaves
-either the whole line or none of it.
+`$CHAOS_RECORD.started` gets `seq pid start job_id` when a run begins, `$CHAOS_RECORD` gets
+`seq pid start end job_id` when its body completes (times from time.time(), so runs of
+different jobs compare: the workflow checks need a dependent's start after its
+dependencies' ends). Each line is one O_APPEND write of a short line, which is atomic, so
+concurrent processes never interleave and a SIGKILL leaves either the whole line or none
+of it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import os
 import time
 
-from conveyor import Conveyor
+from conveyor import Conveyor, current_job
 
 app = Conveyor()
 
@@ -33,12 +35,15 @@ def _append(path: str, line: str) -> None:
 
 def _started(seq: int) -> float:
     start = time.time()
-    _append(os.environ["CHAOS_RECORD"] + ".started", f"{seq} {os.getpid()} {start:.6f}\n")
+    job_id = current_job().job.id
+    _append(os.environ["CHAOS_RECORD"] + ".started", f"{seq} {os.getpid()} {start:.6f} {job_id}\n")
     return start
 
 
 def _finished(seq: int, start: float) -> None:
-    _append(os.environ["CHAOS_RECORD"], f"{seq} {os.getpid()} {start:.6f} {time.time():.6f}\n")
+    end = time.time()
+    job_id = current_job().job.id
+    _append(os.environ["CHAOS_RECORD"], f"{seq} {os.getpid()} {start:.6f} {end:.6f} {job_id}\n")
 
 
 @app.task(max_attempts=MAX_ATTEMPTS)

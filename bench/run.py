@@ -30,18 +30,20 @@ CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def fresh_url(store: str, tmp: Path) -> str:
+def fresh_url(store: str, tmp: Path, name: str = "conveyor_bench") -> str:
+    """An empty store: the SQLite file `name`.db in tmp, or the PostgreSQL scratch database
+    `name` (another name lets a benchmark keep two stores, or run beside bench.run)."""
     if store == "sqlite":
-        path = tmp / "bench.db"
+        path = tmp / ("bench.db" if name == "conveyor_bench" else f"{name}.db")
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
         return f"sqlite:///{path}"
     import psycopg
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS conveyor_bench WITH (FORCE)")
-        conn.execute("CREATE DATABASE conveyor_bench")
-    return PG_ADMIN.rsplit("/", 1)[0] + "/conveyor_bench"
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
 
 
 def start_workers(url: str, n: int, slots: int) -> list[subprocess.Popen[bytes]]:

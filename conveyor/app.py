@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any, TypeVar, Unpack, overload
 from conveyor.backoff import BackoffPolicy, exponential_backoff
 from conveyor.errors import InvalidJob, JobNotFound, UnknownTask
 from conveyor.jobs import (
+    FINISHED,
     LIST_LIMIT_DEFAULT,
     EnqueueResult,
     Job,
@@ -40,12 +42,14 @@ from conveyor.tasks import Task, TaskOptions
 from conveyor.validation import (
     QueueOptions,
     absent_id,
+    bulk_filter,
     job_filter,
     new_job,
     queue_changes,
     queue_name,
     retention,
 )
+from conveyor.waiting import AsyncWaiter, FinishWatch, ThreadWaiter, timed_out, wait_timeout
 
 _BATCH_FIELDS = frozenset(
     {
@@ -58,6 +62,8 @@ _BATCH_FIELDS = frozenset(
         "run_at",
         "unique_key",
         "concurrency_key",
+        "depends_on",
+        "on_dependency_failure",
     }
 )
 # The `*_async` methods run the synchronous store calls on this many threads of the app's
@@ -86,6 +92,10 @@ class Conveyor:
         self._threads_lock = threading.Lock()
         # app.periodic(...) registrations by name (SPEC §7; built into jobs by periodic_jobs)
         self._periodic: dict[str, PeriodicSpec] = {}
+        # the one listener and thread that answer every wait of this app (conveyor/waiting.py),
+        # started by the first wait
+        self._finish_watch: FinishWatch | None = None
+        self._finish_watch_lock = threading.Lock()
 
     # -- configuration ---------------------------------------------------------------
     # True once `database_url` was read from DATABASE_URL (the app was built without one)
@@ -145,6 +155,11 @@ class Conveyor:
         return self._store
 
     def close(self) -> None:
+        # Waits in progress end with StoreUnavailable; a later wait starts a new watch.
+        with self._finish_watch_lock:
+            watch, self._finish_watch = self._finish_watch, None
+        if watch is not None:
+            watch.stop()
         # Async calls already handed to the threads finish first, on the store they began
         # with; a later one starts new threads (and, like any call, reopens the store).
         with self._threads_lock:
@@ -339,8 +354,12 @@ class Conveyor:
         unique_key: str | None = None,
         max_attempts: int | None = None,
         concurrency_key: str | None = None,
+        depends_on: Sequence[int | str] | None = None,
+        on_dependency_failure: str | None = None,
+        batch_index: int | None = None,
     ) -> NewJob:
-        """Validate one job, applying the task's own defaults; raises InvalidJob/UnknownTask."""
+        """Validate one job, applying the task's own defaults; raises InvalidJob/UnknownTask.
+        `batch_index`: the job's place in an enqueue_many batch ("@i" in depends_on)."""
         task = self.tasks.get(type) if isinstance(type, str) else None
         if task is None and self.tasks and isinstance(type, str):
             raise UnknownTask(f"unknown task type {type!r}; known: {', '.join(sorted(self.tasks))}")
@@ -356,6 +375,9 @@ class Conveyor:
             unique_key=unique_key,
             default_max_attempts=self.default_max_attempts,
             concurrency_key=concurrency_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            batch_index=batch_index,
         )
         if task is not None:  # the payload must fit the task's signature (SPEC §2)
             task.check_payload(payload, job.payload_json)
@@ -374,11 +396,16 @@ class Conveyor:
         max_attempts: int | None = None,
         connection: object | None = None,
         concurrency_key: str | None = None,
+        depends_on: Sequence[int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Job:
         """Insert one job (or return the unfinished job holding `unique_key`).
         With `connection`, the job joins that open transaction and exists only if it commits.
         `concurrency_key` (a tenant, say) is what the queue's key_concurrency and fair
-        settings go by (SPEC §7)."""
+        settings go by (SPEC §7). With `depends_on` (ids of existing jobs) the job stays
+        pending until they have all finished: all done, or, with
+        `on_dependency_failure="run"`, whatever their status; with "cancel" (the default) a
+        dependency that ends failed or cancelled cancels it (SPEC §8)."""
         return self.enqueue_job(
             self.build_job(
                 type,
@@ -390,6 +417,8 @@ class Conveyor:
                 unique_key=unique_key,
                 max_attempts=max_attempts,
                 concurrency_key=concurrency_key,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
             ),
             connection=connection,
         ).job
@@ -440,7 +469,7 @@ class Conveyor:
             if "type" not in item:
                 raise InvalidJob(f"jobs[{index}] needs a type")
             try:
-                job = self.build_job(**item)
+                job = self.build_job(**item, batch_index=index)
             except (InvalidJob, UnknownTask) as exc:
                 raise type(exc)(f"jobs[{index}]: {exc}") from None
             jobs.append(job)
@@ -464,6 +493,47 @@ class Conveyor:
         if absent_id(job_id):
             return None
         return self.store.get_job(job_id)
+
+    def wait(self, job_id: int, timeout: float) -> Job:
+        """The job once it is finished (done, failed or cancelled): at once if it already
+        is, else as soon as the store says so (SPEC §8). TimeoutError when `timeout`
+        seconds pass first; JobNotFound for no such job; InvalidJob for a timeout that is
+        not a finite number of seconds, 0 or more. Every wait of the app shares one
+        listener and one thread (conveyor/waiting.py)."""
+        limit = wait_timeout(timeout)
+        deadline = time.monotonic() + limit
+        _check_job_id(job_id)
+        if absent_id(job_id):
+            raise JobNotFound(f"job {job_id} not found")
+        if limit == 0:
+            return _finished(job_id, self.get_job(job_id), limit)
+        watch = self._watch()
+        waiter = ThreadWaiter(job_id)
+        watch.watch(waiter)  # before the read: a finish after it is heard
+        try:
+            job = self.get_job(job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} not found")
+            if job.status in FINISHED:
+                return job
+            finished = waiter.wait(deadline - time.monotonic())
+        finally:
+            watch.forget(waiter)
+        if finished is None:
+            raise timed_out(job_id, limit)
+        return finished
+
+    def _watch(self) -> FinishWatch:
+        """The app's FinishWatch, started on first use (its listener connected, or tried)."""
+        watch = self._finish_watch
+        if watch is None:
+            store = self.store  # opened outside the lock: it may take seconds
+            with self._finish_watch_lock:
+                watch = self._finish_watch
+                if watch is None:
+                    watch = self._finish_watch = FinishWatch(store)
+        watch.ready()
+        return watch
 
     def list_jobs(
         self,
@@ -496,6 +566,44 @@ class Conveyor:
         if absent_id(job_id):
             raise JobNotFound(f"job {job_id} not found")
         return self.store.retry(job_id)
+
+    def cancel_jobs(
+        self,
+        *,
+        status: JobStatus | str,
+        queue: str | None = None,
+        type: str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> int:
+        """Cancel every job in `status` (required: pending or processing) of `queue` and `type`
+        when given, created before `created_before` (a datetime with a timezone, or ISO 8601
+        text) when given, as `cancel` does each (SPEC §8). Works in batches of a few hundred
+        jobs, each one short transaction, so workers go on meanwhile; returns how many were
+        cancelled (a job that was claimed or finished meanwhile is not). A bad filter is
+        InvalidJob, and nothing changes."""
+        query = bulk_filter(
+            "cancel", status=status, queue=queue, type=type, created_before=created_before
+        )
+        return self.store.bulk_cancel(query)
+
+    def retry_jobs(
+        self,
+        *,
+        status: JobStatus | str,
+        queue: str | None = None,
+        type: str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> int:
+        """Retry every job in `status` (required: failed or cancelled) matching the other
+        filters as `cancel_jobs` does, as `retry` does each, in batches; returns how many were
+        retried. A job whose unique_key an unfinished job holds is skipped, not an error."""
+        query = bulk_filter(
+            "retry", status=status, queue=queue, type=type, created_before=created_before
+        )
+        retried = self.store.bulk_retry(query)
+        if retried:
+            self._woken()
+        return retried
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Job counts by queue and status, `{queue: {status: count}}` (non-zero counts only)."""
@@ -563,6 +671,8 @@ class Conveyor:
         unique_key: str | None = None,
         max_attempts: int | None = None,
         concurrency_key: str | None = None,
+        depends_on: Sequence[int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Job:
         """`enqueue` for async code: awaits the store without blocking the event loop."""
         return await self._off_loop(
@@ -577,6 +687,8 @@ class Conveyor:
                 unique_key=unique_key,
                 max_attempts=max_attempts,
                 concurrency_key=concurrency_key,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
             )
         )
 
@@ -587,6 +699,37 @@ class Conveyor:
     async def get_job_async(self, job_id: int) -> Job | None:
         """`get_job` for async code."""
         return await self._off_loop(functools.partial(self.get_job, job_id))
+
+    async def wait_async(self, job_id: int, timeout: float) -> Job:
+        """`wait` for async code. The wait itself holds no thread: the app's watch resolves
+        a future on this loop; only the read of the job's status when the wait begins (and
+        the watch's start, on the first wait) runs on the app's threads."""
+        limit = wait_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        _check_job_id(job_id)
+        if absent_id(job_id):
+            raise JobNotFound(f"job {job_id} not found")
+        if limit == 0:
+            return _finished(job_id, await self.get_job_async(job_id), limit)
+        watch = self._finish_watch
+        if watch is None or not watch.is_ready:
+            watch = await self._off_loop(self._watch)
+        waiter = AsyncWaiter(job_id, loop)
+        watch.watch(waiter)  # before the read: a finish after it is heard
+        try:
+            job = await self.get_job_async(job_id)
+            if job is None:
+                raise JobNotFound(f"job {job_id} not found")
+            if job.status in FINISHED:
+                return job
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await waiter.future
+            except TimeoutError:
+                raise timed_out(job_id, limit) from None
+        finally:
+            watch.forget(waiter)
 
     async def _off_loop(self, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -606,3 +749,17 @@ class Conveyor:
                 continue
             return await asyncio.wrap_future(future, loop=loop)
         raise RuntimeError("cannot run the call: the app is closing (or the interpreter exits)")
+
+
+def _check_job_id(job_id: object) -> None:
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise InvalidJob(f"a job id is an integer, not {type(job_id).__name__}")
+
+
+def _finished(job_id: int, job: Job | None, timeout: float) -> Job:
+    """A wait's answer from one read: the finished job, JobNotFound or TimeoutError."""
+    if job is None:
+        raise JobNotFound(f"job {job_id} not found")
+    if job.status not in FINISHED:
+        raise timed_out(job_id, timeout)
+    return job

@@ -21,9 +21,15 @@ class JobContext:
     """What a running task knows about its job. One per run; safe to read from the task's
     thread while the worker updates it from its event loop."""
 
-    def __init__(self, job: Job, on_progress: Callable[[JobContext], None]) -> None:
+    def __init__(
+        self,
+        job: Job,
+        on_progress: Callable[[JobContext], None],
+        read_dependencies: Callable[[int], list[Job]] | None = None,
+    ) -> None:
         self.job = job
         self._on_progress = on_progress
+        self._read_dependencies = read_dependencies
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._progress: tuple[float, str | None] | None = None
@@ -76,7 +82,13 @@ class JobContext:
         return progress
 
     def dependencies(self) -> list[Job]:
-        raise NotImplementedError("job dependencies arrive with workflows (SPEC §8)")
+        """The jobs this one depends on (SPEC §8), read from the store now, in id order,
+        each with its `status` and `result`; an empty list for a job without dependencies."""
+        if not self.job.depends_on:
+            return []
+        if self._read_dependencies is None:
+            raise LookupError("this job's store is not reachable from here")
+        return self._read_dependencies(self.job.id)
 
 
 def _storable(text: str) -> str:

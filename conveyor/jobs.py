@@ -23,6 +23,13 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class OnDependencyFailure(StrEnum):
+    """What a job does when one of its dependencies ends failed or cancelled (SPEC §8)."""
+
+    CANCEL = "cancel"  # it ends cancelled too, and so do its own dependents (the default)
+    RUN = "run"  # it runs once its dependencies have finished, whatever their status
+
+
 UNFINISHED = (JobStatus.PENDING, JobStatus.PROCESSING)
 FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -75,6 +82,8 @@ class Job:
     progress: float | None = None  # what the running task last reported (SPEC §6)
     progress_message: str | None = None
     concurrency_key: str | None = None  # key_concurrency and fair share (SPEC §7)
+    depends_on: tuple[int, ...] = ()  # SPEC §8: pending until these have finished
+    on_dependency_failure: OnDependencyFailure = OnDependencyFailure.CANCEL
 
     def lease_ref(self) -> LeaseRef:
         """The fencing token of the claim that produced this job record."""
@@ -104,6 +113,8 @@ class Job:
             "progress": self.progress,
             "progress_message": self.progress_message,
             "concurrency_key": self.concurrency_key,
+            "depends_on": list(self.depends_on),
+            "on_dependency_failure": self.on_dependency_failure.value,
         }
 
 
@@ -123,6 +134,14 @@ class NewJob:
     run_at: datetime | None = None  # None: now, by the store's clock
     unique_key: str | None = None
     concurrency_key: str | None = None
+    depends_on: tuple[int, ...] = ()  # ids of existing jobs
+    # positions of earlier items of the same batch (SPEC §8 "@i"), resolved by the store
+    depends_on_items: tuple[int, ...] = ()
+    on_dependency_failure: OnDependencyFailure = OnDependencyFailure.CANCEL
+
+    @property
+    def has_dependencies(self) -> bool:
+        return bool(self.depends_on or self.depends_on_items)
 
     def as_inserted(self, id: int, *, run_at: datetime, at: datetime, payload: JSONValue) -> Job:
         """The pending Job this insert produced: the store read back only what the
@@ -147,6 +166,7 @@ class NewJob:
             started_at=None,
             finished_at=None,
             concurrency_key=self.concurrency_key,
+            on_dependency_failure=self.on_dependency_failure,
         )
 
 
@@ -259,6 +279,25 @@ class JobFilter:
     queue: str | None = None
     before_id: int | None = None
     limit: int = LIST_LIMIT_DEFAULT
+
+
+# -- bulk actions (SPEC §8) --------------------------------------------------------------------
+# The statuses each bulk action applies to: those its per-job rule moves a job from.
+CANCELLABLE = (JobStatus.PENDING, JobStatus.PROCESSING)
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkFilter:
+    """The jobs a bulk cancel or retry acts on: every job in `status` (required: a bulk
+    action over everything by accident would be a disaster), of `queue` and `type` when
+    given, created before `created_before` when given. Plain data: build it from caller
+    input with `validation.bulk_filter`, which checks every value."""
+
+    status: JobStatus
+    queue: str | None = None
+    type: str | None = None
+    created_before: datetime | None = None
 
 
 # -- queue settings (SPEC §7) ------------------------------------------------------------------

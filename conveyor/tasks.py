@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -199,6 +199,8 @@ class Task:
         max_attempts: int | None = None,
         connection: object | None = None,
         concurrency_key: str | None = None,
+        depends_on: Sequence[int] | None = None,
+        on_dependency_failure: str | None = None,
         **kwargs: Any,
     ) -> Job:
         """Enqueue one run: `task.enqueue("hello")`, `task.enqueue({"a": 1})` or
@@ -218,4 +220,6 @@ class Task:
             max_attempts=max_attempts,
             connection=connection,
             concurrency_key=concurrency_key,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
         )

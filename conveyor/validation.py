@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from conveyor import jobs
+from conveyor.dependencies import MAX_DEPENDENCIES
 from conveyor.errors import ConveyorError, InvalidJob
-from conveyor.jobs import JobFilter, JobStatus, NewJob
+from conveyor.jobs import BulkFilter, JobFilter, JobStatus, NewJob
 from conveyor.payloads import encode_payload
 
 # The longest retention `prune` takes: 100 years of 365 days. Beyond any real retention,
@@ -66,6 +67,40 @@ def job_filter(
         _check_int(before_id, "before_id", 1, jobs.ID_MAX)
     _check_int(limit, "limit", 1, jobs.LIST_LIMIT_MAX)
     return JobFilter(status=status, type=type, queue=queue, before_id=before_id, limit=limit)
+
+
+def bulk_filter(
+    action: Literal["cancel", "retry"],
+    *,
+    status: JobStatus | str | None,
+    queue: str | None = None,
+    type: str | None = None,
+    created_before: datetime | str | None = None,
+) -> BulkFilter:
+    """The jobs a bulk `action` applies to (SPEC §8), checked: `status` is required and must
+    be one the action moves jobs from (cancel: pending or processing; retry: failed or
+    cancelled); `queue` and `type` follow the rules of the fields they match;
+    `created_before` is a datetime with a timezone or ISO 8601 text. InvalidJob otherwise,
+    naming the statuses that apply."""
+    applies = jobs.CANCELLABLE if action == "cancel" else jobs.RETRYABLE
+    names = " or ".join(s.value for s in applies)
+    if status is None:
+        raise InvalidJob(f"status is required: {action} applies to {names} jobs")
+    if not isinstance(status, JobStatus):
+        try:
+            status = JobStatus(status)
+        except ValueError:
+            raise InvalidJob(
+                f"status must be one of {_STATUSES} ({action} applies to {names} jobs)"
+            ) from None
+    if status not in applies:
+        raise InvalidJob(f"{action} applies to {names} jobs, not {status.value} ones")
+    if type is not None:
+        check_name(type, "type", jobs.NAME_MAX)
+    if queue is not None:
+        check_name(queue, "queue", jobs.NAME_MAX)
+    before = None if created_before is None else parse_run_at(created_before, "created_before")
+    return BulkFilter(status=status, queue=queue, type=type, created_before=before)
 
 
 def absent_id(job_id: object) -> bool:
@@ -123,24 +158,25 @@ def _check_int(value: object, field: str, low: int, high: int) -> int:
     return value
 
 
-def parse_run_at(value: object) -> datetime:
+def parse_run_at(value: object, field: str = "run_at") -> datetime:
     """`run_at` as an aware UTC datetime, from a datetime with a timezone or ISO 8601 text
     with one (RFC 3339's lowercase "t" and "z" too: `2030-01-01t12:00:00z`); InvalidJob
-    otherwise. The one parser of every entry point (Python API, CLI, HTTP schemas)."""
+    otherwise. The one parser of every entry point (Python API, CLI, HTTP schemas), also of
+    other timestamps (`field` names the value in messages: `created_before`)."""
     if isinstance(value, str):
         text = value
         try:
             value = datetime.fromisoformat(text.upper())  # fromisoformat wants "T" and "Z"
         except ValueError:
-            raise InvalidJob(f"run_at is not an ISO 8601 timestamp: {text[:40]!r}") from None
+            raise InvalidJob(f"{field} is not an ISO 8601 timestamp: {text[:40]!r}") from None
     if not isinstance(value, datetime):
-        raise InvalidJob("run_at must be an ISO 8601 timestamp (or a datetime) with a timezone")
+        raise InvalidJob(f"{field} must be an ISO 8601 timestamp (or a datetime) with a timezone")
     if value.tzinfo is None:
-        raise InvalidJob("run_at must carry a timezone, e.g. 2030-01-01T12:00:00Z")
+        raise InvalidJob(f"{field} must carry a timezone, e.g. 2030-01-01T12:00:00Z")
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise InvalidJob("run_at is out of range") from None
+        raise InvalidJob(f"{field} is out of range") from None
 
 
 def resolve_run_at(delay: float | None, run_at: datetime | str | None) -> datetime | None:
@@ -168,8 +204,13 @@ def new_job(
     unique_key: str | None = None,
     default_max_attempts: int = jobs.DEFAULT_MAX_ATTEMPTS,
     concurrency_key: str | None = None,
+    depends_on: object = None,
+    on_dependency_failure: object = None,
+    batch_index: int | None = None,
 ) -> NewJob:
-    """Validate one job's fields and encode its payload; raises InvalidJob."""
+    """Validate one job's fields and encode its payload; raises InvalidJob. `batch_index` is
+    the job's place in an enqueue_many batch, where depends_on may name earlier items."""
+    ids, items = dependencies(depends_on, batch_index)
     return NewJob(
         type=check_name(type, "type", jobs.NAME_MAX),
         payload_json=encode_payload(payload),
@@ -193,7 +234,60 @@ def new_job(
         concurrency_key=None
         if concurrency_key is None
         else check_name(concurrency_key, "concurrency_key", jobs.CONCURRENCY_KEY_MAX),
+        depends_on=ids,
+        depends_on_items=items,
+        on_dependency_failure=dependency_policy(on_dependency_failure),
     )
+
+
+# -- dependencies (SPEC §8) ------------------------------------------------------------------
+_ITEM_REF = re.compile(r"@(0|[1-9][0-9]{0,8})")
+_POLICY_VALUES = frozenset(p.value for p in jobs.OnDependencyFailure)
+_POLICIES = " or ".join(f'"{p.value}"' for p in jobs.OnDependencyFailure)
+
+
+def dependencies(value: object, batch_index: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """depends_on → (job ids, earlier batch positions), each sorted and without repeats.
+    A job can depend only on jobs that exist or on earlier items of its batch, so no cycle
+    can form; whether the ids exist is the store's to check, under lock."""
+    if value is None:
+        return (), ()
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise InvalidJob("depends_on must be a list of job ids")
+    if len(value) > MAX_DEPENDENCIES:
+        raise InvalidJob(f"depends_on may name at most {MAX_DEPENDENCIES} jobs")
+    ids: set[int] = set()
+    items: set[int] = set()
+    for ref in value:
+        if isinstance(ref, str):
+            match = _ITEM_REF.fullmatch(ref)
+            if batch_index is None:
+                raise InvalidJob(
+                    f'depends_on: "{ref[:20]}" is not a job id ("@i" references belong to a batch)'
+                )
+            if match is None or int(match[1]) >= batch_index:
+                raise InvalidJob(
+                    f'depends_on: "{ref[:20]}" must be "@i" naming an earlier item of the batch'
+                    f" (0 to {batch_index - 1})"
+                    if batch_index
+                    else f'depends_on: "{ref[:20]}": the first item of a batch has no earlier item'
+                )
+            items.add(int(match[1]))
+        elif isinstance(ref, bool) or not isinstance(ref, int):
+            raise InvalidJob("depends_on must be a list of job ids")
+        elif not 1 <= ref <= jobs.ID_MAX:
+            raise InvalidJob(f"depends_on: no job {str(ref)[:30]}")
+        else:
+            ids.add(ref)
+    return tuple(sorted(ids)), tuple(sorted(items))
+
+
+def dependency_policy(value: object) -> jobs.OnDependencyFailure:
+    if value is None:
+        return jobs.OnDependencyFailure.CANCEL
+    if isinstance(value, str) and value in _POLICY_VALUES:
+        return jobs.OnDependencyFailure(value)
+    raise InvalidJob(f"on_dependency_failure must be {_POLICIES}")
 
 
 # -- queue settings (SPEC §7) -------------------------------------------------------------------

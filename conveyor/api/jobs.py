@@ -1,5 +1,6 @@
 """/jobs routes (SPEC §4). Plain `def` routes: Starlette runs them in its threadpool,
-which suits the synchronous store. Errors are ConveyorErrors, mapped in api/app.py."""
+which suits the synchronous store; GET /jobs/{id} is async, so that `?wait=S` holds no
+thread while it waits. Errors are ConveyorErrors, mapped in api/app.py."""
 
 from __future__ import annotations
 
@@ -7,21 +8,39 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.schemas import (
     BatchIn,
+    CancelIn,
+    CountOut,
     JobIn,
     JobOut,
     JobsOut,
     QueueFilter,
+    RetryIn,
     TypeFilter,
     error_responses,
 )
 from conveyor.app import Conveyor
 from conveyor.errors import JobNotFound
 from conveyor.jobs import ID_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, Job, JobStatus
+from conveyor.waiting import HTTP_WAIT_MAX_S
 
 JobId = Annotated[int, Path(ge=1, le=ID_MAX, description="the job's id")]
+WaitSeconds = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=HTTP_WAIT_MAX_S,
+        allow_inf_nan=False,
+        description=(
+            "wait up to this many seconds (more than 0, at most 60) for the job to finish:"
+            " the answer comes as soon as it is done, failed or cancelled, or with the job"
+            " as it is when the time is up"
+        ),
+    ),
+]
 
 
 def _job(job: Job, status_code: int = 200) -> JSONResponse:
@@ -65,6 +84,36 @@ def router(conveyor: Conveyor) -> APIRouter:
         nothing is stored. The jobs come back in input order."""
         return _jobs(conveyor.enqueue_many([item.fields() for item in body.jobs]), 201)
 
+    # Static paths: /jobs/cancel and /jobs/retry have one segment after /jobs, the actions on
+    # one job two (/jobs/{job_id}/cancel), and GET /jobs/{job_id} takes no POST.
+    @api.post(
+        "/cancel",
+        response_model=CountOut,
+        summary="Cancel every job matching a filter",
+        responses=error_responses(401, 403, 413, 415, 422, 503),
+    )
+    def cancel_jobs(body: CancelIn) -> JSONResponse:
+        """Cancels every job in `status` (required: pending or processing), of `queue` and
+        `type` when given, created before `created_before` when given, as POST
+        /jobs/{id}/cancel does each: running ones are stopped by their workers within a
+        second. Works in batches of a few hundred jobs, each one short transaction, while
+        workers go on; answers when all are done with how many were cancelled (jobs claimed
+        or finished meanwhile are not). 422 for a status the action does not apply to."""
+        return JSONResponse({"count": conveyor.cancel_jobs(**body.filters())})
+
+    @api.post(
+        "/retry",
+        response_model=CountOut,
+        summary="Retry every job matching a filter",
+        responses=error_responses(401, 403, 413, 415, 422, 503),
+    )
+    def retry_jobs(body: RetryIn) -> JSONResponse:
+        """Retries every job in `status` (required: failed or cancelled) matching the other
+        filters as POST /jobs/cancel does, as POST /jobs/{id}/retry does each, in batches;
+        answers with how many were retried. A job whose unique_key an unfinished job holds is
+        skipped. 422 for a status the action does not apply to."""
+        return JSONResponse({"count": conveyor.retry_jobs(**body.filters())})
+
     @api.get(
         "",
         response_model=JobsOut,
@@ -90,11 +139,21 @@ def router(conveyor: Conveyor) -> APIRouter:
     @api.get(
         "/{job_id}",
         response_model=JobOut,
-        summary="One job",
+        summary="One job; with ?wait=S, once it has finished",
         responses=error_responses(401, 404, 422, 503),
     )
-    def get_job(job_id: JobId) -> JSONResponse:
-        job = conveyor.get_job(job_id)
+    async def get_job(job_id: JobId, wait: WaitSeconds = None) -> JSONResponse:
+        """The job. With `wait=S` the answer waits until the job has finished (done, failed
+        or cancelled) and comes at once when it does, woken by the store's notifications;
+        when S seconds pass first it is the job as it is then: 200 either way (look at
+        `status`). 404 at once for no such job."""
+        if wait is None:
+            job = await run_in_threadpool(conveyor.get_job, job_id)
+        else:
+            try:
+                job = await conveyor.wait_async(job_id, wait)
+            except TimeoutError:
+                job = await conveyor.get_job_async(job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
         return _job(job)

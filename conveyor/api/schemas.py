@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from conveyor import jobs
+from conveyor.dependencies import MAX_DEPENDENCIES
 from conveyor.validation import RATE_LIMIT_PATTERN, check_name, parse_run_at, rate_limit
 
 
@@ -86,6 +87,15 @@ QueueFilter = Annotated[
 ]
 
 
+DependencyRef = Annotated[
+    # no upper bound in the schema: an id past the largest is "no job N", as any id that
+    # names no job (a schema cannot say which ids exist)
+    Annotated[int, Field(strict=True, ge=1), BeforeValidator(_integral)]
+    | Annotated[str, Field(pattern=r"^@(0|[1-9][0-9]{0,8})$")],
+    Field(description='a job id, or "@i": item i of the same batch'),
+]
+
+
 class JobIn(BaseModel):
     """One job to enqueue (POST /jobs, and each item of POST /jobs/batch)."""
 
@@ -121,6 +131,17 @@ class JobIn(BaseModel):
         None,
         description="e.g. a tenant: the queue's key_concurrency limits the jobs processing "
         "per key, and a fair queue rotates its claims across keys",
+    )
+    depends_on: list[DependencyRef] | None = Field(
+        None,
+        max_length=MAX_DEPENDENCIES,
+        description='ids of existing jobs, or in a batch "@i" for item i (0-based) before '
+        "this one: the job stays pending until they have finished",
+    )
+    on_dependency_failure: jobs.OnDependencyFailure | None = Field(
+        None,
+        description='"cancel" (default): a dependency that ends failed or cancelled cancels '
+        'this job; "run": it runs once its dependencies have finished, whatever their status',
     )
 
     @model_validator(mode="after")
@@ -165,10 +186,81 @@ class JobOut(BaseModel):
     progress: float | None = Field(description="0 to 1, as the running task last reported it")
     progress_message: str | None = Field(description="what the running task said it was doing")
     concurrency_key: str | None = Field(description="the key of key_concurrency and fair share")
+    depends_on: list[int] = Field(description="the jobs it waits for (SPEC §8)")
+    on_dependency_failure: jobs.OnDependencyFailure = Field(
+        description="what a failed or cancelled dependency does to it"
+    )
 
 
 class JobsOut(BaseModel):
     jobs: list[JobOut]
+
+
+# -- bulk actions (SPEC §8): POST /jobs/cancel, POST /jobs/retry ------------------------------
+def _created_before(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("created_before must be an ISO 8601 timestamp string with a timezone")
+    return parse_run_at(value, "created_before")
+
+
+CreatedBefore = Annotated[
+    datetime,
+    PlainValidator(_created_before),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+# `status` is checked by validation.bulk_filter (the one rule, with a message naming the
+# statuses that apply); the schema documents exactly those.
+CancelStatus = Annotated[
+    str,
+    Field(strict=True),
+    WithJsonSchema({"type": "string", "enum": [s.value for s in jobs.CANCELLABLE]}),
+]
+RetryStatus = Annotated[
+    str,
+    Field(strict=True),
+    WithJsonSchema({"type": "string", "enum": [s.value for s in jobs.RETRYABLE]}),
+]
+
+
+class _BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queue: QueueName | None = Field(None, description="only jobs of this queue")
+    type: TypeName | None = Field(None, description="only jobs of this task type")
+    created_before: CreatedBefore | None = Field(
+        None, description="only jobs created before this time (ISO 8601, with a timezone)"
+    )
+
+    def filters(self) -> dict[str, Any]:
+        """The body (status and filters) as keyword arguments of `Conveyor.cancel_jobs` /
+        `retry_jobs`."""
+        return self.model_dump()
+
+
+class CancelIn(_BulkIn):
+    """POST /jobs/cancel: the jobs to cancel. `status` is required, so that a mistyped
+    request never cancels every job."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"status": "pending", "queue": "mail"}]}
+    )
+
+    status: CancelStatus = Field(description="required: pending or processing")
+
+
+class RetryIn(_BulkIn):
+    """POST /jobs/retry: the jobs to retry. `status` is required, so that a mistyped request
+    never retries every job."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"status": "failed", "type": "payment"}]}
+    )
+
+    status: RetryStatus = Field(description="required: failed or cancelled")
+
+
+class CountOut(BaseModel):
+    count: int = Field(description="how many jobs the action changed")
 
 
 class MetricsOut(BaseModel):

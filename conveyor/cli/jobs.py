@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -15,15 +15,18 @@ from conveyor.cli.output import print_job, print_jobs, print_json, print_stats
 from conveyor.cli.run import settings_from
 from conveyor.errors import ConveyorError, InvalidJob, JobNotFound
 from conveyor.jobs import (
+    CANCELLABLE,
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     LIST_LIMIT_MAX,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    RETRYABLE,
+    BulkFilter,
     JobStatus,
 )
 from conveyor.process import prepare_app
-from conveyor.validation import MAX_RETENTION_DAYS, job_filter, parse_duration
+from conveyor.validation import MAX_RETENTION_DAYS, bulk_filter, job_filter, parse_duration
 
 jobs_cli = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -101,12 +104,30 @@ def enqueue(
             show_default=False,
         ),
     ] = None,
+    depends_on: Annotated[
+        str | None,
+        typer.Option(
+            "--depends-on",
+            help="comma-separated ids of jobs this one waits for, e.g. 1,2 [default: none]",
+            show_default=False,
+        ),
+    ] = None,
+    on_dependency_failure: Annotated[
+        str | None,
+        typer.Option(
+            "--on-dependency-failure",
+            help='"cancel": a failed or cancelled dependency cancels this job; "run": it '
+            "runs once they have finished, whatever their status [default: cancel]",
+            show_default=False,
+        ),
+    ] = None,
     max_attempts: opt.JobMaxAttempts = None,
     database_url: opt.DatabaseUrl = None,
     app: opt.AppSpec = None,
 ) -> None:
     """Add one job and print it as JSON (the store must have its schema: `conveyor
     migrate`, or a running `serve`/`worker`, creates it)."""
+    dependency_ids = None if depends_on is None else _id_list(depends_on, "--depends-on")
     value: object = None
     if payload is not None:
         try:
@@ -126,10 +147,20 @@ def enqueue(
             unique_key=unique_key,
             max_attempts=max_attempts,
             concurrency_key=concurrency_key,
+            depends_on=dependency_ids,
+            on_dependency_failure=on_dependency_failure,
         )
     finally:
         conveyor.close()
     print_job(job)
+
+
+def _id_list(text: str, option: str) -> list[int]:
+    """ "1,2,3" → [1, 2, 3]; anything else is a one-line InvalidJob."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isascii() and part.isdigit() and len(part) <= 19 for part in parts):
+        raise InvalidJob(f"{option} takes comma-separated job ids, e.g. 1,2; got {text[:40]!r}")
+    return [int(part) for part in parts]
 
 
 def seed(
@@ -214,19 +245,144 @@ def show(job_id: JobId, database_url: opt.DatabaseUrl = None, app: opt.AppSpec =
     print_job(job)
 
 
+# `jobs retry` and `jobs cancel` act on one job (JOB_ID) or on every job of a filter (SPEC §8
+# bulk actions), whose --status is required: a bulk action over every job, by a forgotten
+# option, would be a disaster.
+OneJobId = Annotated[
+    int | None,
+    typer.Argument(
+        metavar="JOB_ID", help="the job's id; leave it out to act on a filter (--status …)"
+    ),
+]
+QueueOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queue", help="with --status: only jobs of this queue [default: any]", show_default=False
+    ),
+]
+TypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--type",
+        help="with --status: only jobs of this task type [default: any]",
+        show_default=False,
+    ),
+]
+CreatedBeforeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--created-before",
+        help="with --status: only jobs created before this time, ISO 8601 with a timezone, "
+        "e.g. 2030-01-01T12:00:00Z [default: any time]",
+        show_default=False,
+    ),
+]
+
+
+def _bulk_query(
+    action: Literal["cancel", "retry"],
+    job_id: int | None,
+    status: str | None,
+    queue: str | None,
+    type: str | None,
+    created_before: str | None,
+) -> BulkFilter | None:
+    """The filter of a bulk action, or None to act on JOB_ID. Both, neither, or a bad
+    filter is a usage error: one line, exit 2, before the store is opened."""
+    filtered = any(value is not None for value in (status, queue, type, created_before))
+    if job_id is not None and filtered:
+        _usage_error("give either a JOB_ID or --status with its filters, not both")
+    if job_id is None and not filtered:
+        _usage_error(f"give a JOB_ID, or --status to {action} every job that matches")
+    if job_id is not None:
+        return None
+    if status is None:
+        applies = CANCELLABLE if action == "cancel" else RETRYABLE
+        names = " or ".join(s.value for s in applies)
+        _usage_error(f"--status is required with a filter: {action} applies to {names} jobs")
+    try:
+        return bulk_filter(
+            action, status=status, queue=queue, type=type, created_before=created_before
+        )
+    except ConveyorError as exc:
+        _usage_error(str(exc))
+
+
+def _usage_error(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 @jobs_cli.command("retry")
-def retry(job_id: JobId, database_url: opt.DatabaseUrl = None, app: opt.AppSpec = None) -> None:
-    """Put a failed or cancelled job back to pending, runnable now (a job cancelled while
-    running waits until that run has stopped)."""
+def retry(
+    job_id: OneJobId = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="retry every job in this status, failed or cancelled (required without "
+            'JOB_ID), in batches; prints {"count": N} [default: none, act on JOB_ID]',
+            show_default=False,
+        ),
+    ] = None,
+    queue: QueueOption = None,
+    type: TypeOption = None,
+    created_before: CreatedBeforeOption = None,
+    database_url: opt.DatabaseUrl = None,
+    app: opt.AppSpec = None,
+) -> None:
+    """Put a failed or cancelled job back to pending, runnable now, and print it (a job
+    cancelled while running waits until that run has stopped). Or, with --status failed
+    (or cancelled) instead of JOB_ID, every job in that status, narrowed by --queue, --type
+    and --created-before: prints {"count": N}, how many were retried. --status is required
+    for that: there is no retry of every job at once."""
+    query = _bulk_query("retry", job_id, status, queue, type, created_before)
     with _app(database_url, app) as conveyor:
-        print_job(conveyor.retry(job_id))
+        if query is None:
+            assert job_id is not None
+            print_job(conveyor.retry(job_id))
+        else:
+            print_json({"count": conveyor.retry_jobs(**_filters(query))})
 
 
 @jobs_cli.command("cancel")
-def cancel(job_id: JobId, database_url: opt.DatabaseUrl = None, app: opt.AppSpec = None) -> None:
-    """Cancel a pending or processing job."""
+def cancel(
+    job_id: OneJobId = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="cancel every job in this status, pending or processing (required "
+            'without JOB_ID), in batches; prints {"count": N} [default: none, act on JOB_ID]',
+            show_default=False,
+        ),
+    ] = None,
+    queue: QueueOption = None,
+    type: TypeOption = None,
+    created_before: CreatedBeforeOption = None,
+    database_url: opt.DatabaseUrl = None,
+    app: opt.AppSpec = None,
+) -> None:
+    """Cancel a pending or processing job and print it. Or, with --status pending (or
+    processing) instead of JOB_ID, every job in that status, narrowed by --queue, --type
+    and --created-before: prints {"count": N}, how many were cancelled. --status is
+    required for that: there is no cancel of every job at once."""
+    query = _bulk_query("cancel", job_id, status, queue, type, created_before)
     with _app(database_url, app) as conveyor:
-        print_job(conveyor.cancel(job_id))
+        if query is None:
+            assert job_id is not None
+            print_job(conveyor.cancel(job_id))
+        else:
+            print_json({"count": conveyor.cancel_jobs(**_filters(query))})
+
+
+def _filters(query: BulkFilter) -> dict[str, Any]:
+    return {
+        "status": query.status,
+        "queue": query.queue,
+        "type": query.type,
+        "created_before": query.created_before,
+    }
 
 
 def stats(

@@ -15,12 +15,19 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Unpack
 
+from conveyor.errors import InvalidJob
 from conveyor.jobs import (
+    CANCELLABLE,
+    ID_MAX,
+    RETRYABLE,
+    BulkFilter,
     EnqueueResult,
     Finish,
     Job,
@@ -34,6 +41,15 @@ from conveyor.jobs import (
     Renewal,
 )
 from conveyor.periodic import Periodic, PeriodicState
+
+# Ids per transaction of cancel_many / retry_many (and per read of a bulk action). Small
+# enough that a batch holds its rows' locks (SQLite: the write lock) for milliseconds, and
+# that PostgreSQL's one NOTIFY conveyor_finished per cancel statement, its ids as text,
+# stays under NOTIFY's 8000-byte payload limit.
+BULK_BATCH = 500
+NOTIFY_PAYLOAD_MAX = 7999
+# The least pause between two batches of a bulk action, for the workers' own transactions.
+BULK_PAUSE_S = 0.02
 
 
 class Notifier(abc.ABC):
@@ -91,6 +107,32 @@ class Notifier(abc.ABC):
         """Stop listening and release the connection."""
 
 
+class FinishListener(abc.ABC):
+    """Hears that jobs finished (done, failed, cancelled), on a connection of its own, for
+    the one thread per process that answers `Conveyor.wait` (conveyor/waiting.py). What it
+    hears is a hint: the waiting side reads the jobs from the store before answering, and
+    re-reads them every second anyway. Used from that one thread only."""
+
+    # Whether `wait` must go on being called while nobody waits (a PostgreSQL session that
+    # LISTENs must read its notifications, or the server's queue of them grows).
+    drains_when_idle = False
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Begin listening: once it returns, no finish goes unheard while the connection
+        lasts. StoreUnavailable when the store cannot be reached (`wait` tries again)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> frozenset[int] | None:
+        """Block up to `timeout` seconds. The ids heard finishing (empty: none), or None
+        when any job may have finished (a notification without usable ids, a change of
+        the SQLite file, a reconnect after which finishes may have gone unheard)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop listening and release the connection; safe to call twice."""
+
+
 class Store(abc.ABC):
     """Durable job state (SPEC §1 lifecycle)."""
 
@@ -126,6 +168,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def notifier(self) -> Notifier:
         """A new notifier that wakes this process when jobs are enqueued into this store."""
+
+    @abc.abstractmethod
+    def finish_listener(self) -> FinishListener:
+        """A new listener for jobs of this store finishing (not connected yet)."""
 
     # -- producers ---------------------------------------------------------------
     @abc.abstractmethod
@@ -212,6 +258,16 @@ class Store(abc.ABC):
         """One job by id, or None."""
 
     @abc.abstractmethod
+    def dependency_jobs(self, job_id: int) -> list[Job]:
+        """The jobs a job depends on (SPEC §8), in id order; pruned ones are left out."""
+
+    @abc.abstractmethod
+    def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
+        """One read of many jobs: each of `job_ids` that is finished (done, failed,
+        cancelled) as its Job, each that names no job as None; unfinished ones are left
+        out. For `Conveyor.wait` (conveyor/waiting.py)."""
+
+    @abc.abstractmethod
     def list_jobs(self, query: JobFilter) -> list[Job]:
         """Newest first, keyset-paginated by before_id."""
 
@@ -225,6 +281,100 @@ class Store(abc.ABC):
         """failed|cancelled → pending now; attempts kept, max_attempts raised if needed. A
         cancelled run that may still be going keeps the job from being claimed until it
         has stopped or its lease has expired."""
+
+    # -- operators: many jobs at once (SPEC §8 bulk actions) ---------------------------------
+    @abc.abstractmethod
+    def cancel_many(
+        self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None
+    ) -> list[int]:
+        """`cancel`'s rule applied to each of `ids` (only to those still in `status`, when
+        given); returns the ids cancelled, ascending; absent or finished ones are left out.
+        One short transaction per batch of `id_batches`. Runs that held a cancelled job are
+        told at once, as by `cancel`."""
+
+    @abc.abstractmethod
+    def retry_many(
+        self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None
+    ) -> list[int]:
+        """`retry`'s rule applied to each of `ids` (only to those still in `status`, when
+        given); returns the ids retried, ascending. A job whose unique_key another unfinished
+        job holds (or a smaller id of `ids` took first) is left out, not an error. One short
+        transaction per batch of `id_batches`; wakes fetchers."""
+
+    @abc.abstractmethod
+    def bulk_bounds(self, query: BulkFilter) -> tuple[int, int] | None:
+        """The lowest and highest id of the jobs `query` matches now, None when it matches
+        none: one read through the index of `query.status`'s jobs."""
+
+    @abc.abstractmethod
+    def bulk_ids(self, query: BulkFilter, *, after: int, upto: int, limit: int) -> list[int]:
+        """The next batch of a bulk action: up to `limit` ids of jobs `query` matches, in
+        (after, upto], ascending; one read that starts at `after` in an index (keyset), so
+        each batch costs what it returns, not what earlier batches read."""
+
+    def bulk_cancel(
+        self,
+        query: BulkFilter,
+        *,
+        batch: int = BULK_BATCH,
+        pause: float = BULK_PAUSE_S,
+        now: datetime | None = None,
+    ) -> int:
+        """Cancel every job `query` matches (`query.status` pending or processing), in
+        batches of `batch` ids, each read by `bulk_ids` and cancelled by `cancel_many` in one
+        short transaction: never one transaction over the whole set. Between batches the
+        store is left to the workers for at least `pause` seconds, and at least as long as the
+        batch took. Returns how many were cancelled; a job that left `query.status` meanwhile
+        (claimed, finished) is left alone and not counted."""
+        _check_applies(query, CANCELLABLE, "cancel")
+        action = functools.partial(self.cancel_many, status=query.status, now=now)
+        return self._bulk(query, action, batch, pause)
+
+    def bulk_retry(
+        self,
+        query: BulkFilter,
+        *,
+        batch: int = BULK_BATCH,
+        pause: float = BULK_PAUSE_S,
+        now: datetime | None = None,
+    ) -> int:
+        """Retry every job `query` matches (`query.status` failed or cancelled), in batches as
+        `bulk_cancel` does, by `retry_many`. Returns how many were retried; a job that left
+        `query.status` meanwhile, or whose unique_key an unfinished job holds, is not."""
+        _check_applies(query, RETRYABLE, "retry")
+        action = functools.partial(self.retry_many, status=query.status, now=now)
+        return self._bulk(query, action, batch, pause)
+
+    def _bulk(
+        self,
+        query: BulkFilter,
+        action: Callable[[Sequence[int]], list[int]],
+        batch: int,
+        pause: float,
+    ) -> int:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        bounds = self.bulk_bounds(query)
+        if bounds is None:
+            return 0
+        # The set as it is now: the walk stops at the highest id matching now, so a bulk
+        # cancel does not chase jobs enqueued while it runs, and each job is read once
+        # (keyset), even one that is retried, fails again and matches again meanwhile.
+        low, upto = bounds
+        after, count = low - 1, 0
+        while True:
+            ids = self.bulk_ids(query, after=after, upto=upto, limit=batch)
+            started = time.monotonic()
+            if ids:
+                count += len(action(ids))
+            if len(ids) < batch:
+                return count
+            after = ids[-1]
+            # The workers' turn: at most half of the time goes to the bulk action. On SQLite
+            # a writer that found the write lock taken sleeps in steps of up to tens of
+            # milliseconds before it tries again, so a gap much shorter than BULK_PAUSE_S
+            # would mostly go unused, and the next batch would take the lock again.
+            time.sleep(max(pause, time.monotonic() - started))
 
     @abc.abstractmethod
     def prune(
@@ -345,3 +495,27 @@ def prune_batches(
                 left -= step.count
             if step.count < step.size:
                 break
+
+
+# -- bulk actions in batches, shared by the stores (SPEC §8) -----------------------------------
+def id_batches(ids: Iterable[int], size: int = BULK_BATCH) -> Iterator[list[int]]:
+    """`ids` without repeats, ascending (the order rows are locked in), in lists of at most
+    `size` whose decimal text, comma-separated, is at most NOTIFY_PAYLOAD_MAX bytes. An id
+    no store can hold (below 1, beyond 64 bits) names no job and is left out."""
+    batch: list[int] = []
+    text = 0
+    for job_id in sorted({i for i in ids if 1 <= i <= ID_MAX}):
+        width = len(str(job_id)) + 1
+        if batch and (len(batch) >= size or text + width > NOTIFY_PAYLOAD_MAX + 1):
+            yield batch
+            batch, text = [], 0
+        batch.append(job_id)
+        text += width
+    if batch:
+        yield batch
+
+
+def _check_applies(query: BulkFilter, statuses: tuple[JobStatus, ...], action: str) -> None:
+    if query.status not in statuses:
+        names = " or ".join(s.value for s in statuses)
+        raise InvalidJob(f"{action} applies to {names} jobs, not {query.status.value} ones")

@@ -10,6 +10,7 @@ from types import MappingProxyType
 _BLOCK = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _INCLUDE = re.compile(r"\{\{(\w+)\}\}")
 _COMMENT_OR_BLANK = re.compile(r"^\s*(--.*)?$")
+_MAX_NESTING = 3  # fragments may include fragments, this deep (and so never in a cycle)
 
 
 def parse(text: str) -> Mapping[str, str]:
@@ -17,7 +18,7 @@ def parse(text: str) -> Mapping[str, str]:
     indentation are for readers of the file and are left out of the statement: drivers cache
     a parsed statement only up to a size (psycopg: 4 KiB), and the comments doubled the
     longest. `{{name}}` in a block is replaced by block `name` (a fragment shared by
-    statements)."""
+    statements, which may include fragments in turn)."""
     parts = _BLOCK.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -26,13 +27,16 @@ def parse(text: str) -> Mapping[str, str]:
         lines = [line.lstrip() for line in body.splitlines() if not _COMMENT_OR_BLANK.match(line)]
         queries[name] = "\n".join(lines).strip().rstrip(";")
 
-    def include(match: re.Match[str]) -> str:
-        fragment = queries.get(match.group(1))
-        if fragment is None or _INCLUDE.search(fragment):
-            raise ValueError(f"unknown or nested fragment {match.group(0)}")
-        return fragment
+    def expand(body: str, depth: int = 0) -> str:
+        def include(match: re.Match[str]) -> str:
+            fragment = queries.get(match.group(1))
+            if fragment is None or depth >= _MAX_NESTING:
+                raise ValueError(f"unknown or too deeply nested fragment {match.group(0)}")
+            return expand(fragment, depth + 1)
 
-    return MappingProxyType({name: _INCLUDE.sub(include, body) for name, body in queries.items()})
+        return _INCLUDE.sub(include, body)
+
+    return MappingProxyType({name: expand(body) for name, body in queries.items()})
 
 
 def load(package: str, filename: str = "queries.sql") -> Mapping[str, str]:

@@ -257,9 +257,13 @@ def _child_main(conn: Connection, lifeline: Connection, spec: _ChildSpec) -> Non
             name, module, args, kwargs, job = request
             messages = _Messages(conn)
             try:
-                messages.context = JobContext(job, messages.progress)
+                task = tasks.get(name, module)
+                store = tasks.app.store if tasks.app is not None else None
+                messages.context = JobContext(
+                    job, messages.progress, store.dependency_jobs if store else None
+                )
                 bind(messages.context)  # current_job(); `cancelled` stays False: it is killed
-                value = tasks.get(name, module).func(*args, **kwargs)
+                value = task.func(*args, **kwargs)
             except (Snooze, Retry) as exc:  # rebuilt and raised in the worker
                 messages.reply(("raise", exc, _rss_bytes()))
             except BaseException as exc:  # SystemExit, KeyboardInterrupt: that job's failure

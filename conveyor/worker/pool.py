@@ -237,7 +237,7 @@ class WorkerPool:
     # -- running a job ----------------------------------------------------------------------
     def _start(self, job: Job, held_until: float) -> None:
         slot = self._free_slots.pop()
-        ctx = JobContext(job, self._leases.progressed)
+        ctx = JobContext(job, self._leases.progressed, self.store.dependency_jobs)
         self._leases.hold(job.lease_ref(), held_until, ctx)
         task = asyncio.create_task(self._run_job(job, slot, ctx), name=f"conveyor-job-{job.id}")
         self._running[job.id] = _Running(job, slot, task, ctx)

@@ -121,6 +121,8 @@ def test_every_state_changing_route_is_enumerated(conveyor, settings):
         ("POST", "/jobs/batch"),
         ("POST", "/jobs/{job_id}/cancel"),
         ("POST", "/jobs/{job_id}/retry"),
+        ("POST", "/jobs/cancel"),  # bulk actions over a filter (SPEC §8)
+        ("POST", "/jobs/retry"),
     }
 
 
@@ -184,6 +186,9 @@ def test_a_valid_bearer_token_exempts_a_cross_site_request(conveyor, store):
             "cancelled"
         )
         assert client.post(f"/jobs/{job_id}/retry", headers=headers).json()["status"] == "pending"
+        bulk = client.post("/jobs/cancel", json={"status": "pending"}, headers=headers)
+        assert bulk.json() == {"count": 2}, bulk.text  # the job and the batch's job
+        assert store.get_job(job_id).status == "cancelled"
 
         before = _snapshot(store)
         # a form body is still not JSON: 415, whoever sends it
@@ -299,7 +304,14 @@ def test_text_plain_json_is_refused_but_json_types_are_accepted(live, count_jobs
 
 def test_openapi_documents_403_and_415(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/jobs", "/jobs/batch", "/jobs/{job_id}/cancel", "/jobs/{job_id}/retry"):
+    for path in (
+        "/jobs",
+        "/jobs/batch",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/retry",
+        "/jobs/cancel",
+        "/jobs/retry",
+    ):
         assert {"403", "415"} <= set(paths[path]["post"]["responses"]), path
 
 

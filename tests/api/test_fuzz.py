@@ -62,10 +62,12 @@ def _fuzz(
             and response.status_code == 422
             and "NUL character" not in response.text
             and "does not fit task" not in response.text
+            and "depends_on: " not in response.text
         ):
             # Schema-valid input is accepted, except the rules the schema cannot say: no
-            # NUL character anywhere in a payload (PostgreSQL cannot store it), and a
-            # payload must fit its task's signature (SPEC §2).
+            # NUL character anywhere in a payload (PostgreSQL cannot store it), a payload
+            # must fit its task's signature (SPEC §2), and a dependency must name a job
+            # that exists or an earlier item of the batch (SPEC §8).
             problems.append(f"{where}: valid input refused: {response.text[:300]}")
         try:
             # statuses, content types and bodies as documented; negative input refused

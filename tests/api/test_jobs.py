@@ -32,6 +32,8 @@ JOB_FIELDS = {
     "progress",
     "progress_message",
     "concurrency_key",
+    "depends_on",
+    "on_dependency_failure",
 }
 
 

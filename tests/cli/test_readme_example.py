@@ -55,9 +55,10 @@ class Example:
     commands: list[list[str]]  # the shell block, comments dropped
 
 
-def readme_example() -> Example:
-    text = README.read_text()
-    section = text.split("## Use it", 1)[1]
+def readme_example(title: str = "Use it") -> Example:
+    """The example of README section `title`: its module (the first Python block, headed by
+    its path), the Python block after it, and its first shell block."""
+    section = README.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
     python = [body for lang, body in blocks if lang == "python"]
     module = next(b for b in python if re.match(r"# \S+\.py\n", b))

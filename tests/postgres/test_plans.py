@@ -113,11 +113,11 @@ def test_claims_walk_the_pending_index_in_claim_order(table):
 
 
 def test_fenced_statements_look_each_job_up_by_id(table):
-    # The fixture's statistics saw no processing job: a plan that walks jobs_lease (every
+    # The fixture's statistics saw no processing job: a plan that walks jobs_processing (every
     # processing job) per outcome or heartbeat would still look cheap, and be kept.
     for name in ("finish_and_claim", "finish_many", "heartbeat", "release"):
         plan = generic_plan(table, name)
-        assert "jobs_lease" not in plan, (name, plan)
+        assert "jobs_processing" not in plan, (name, plan)
         assert "Index Scan using jobs_pkey on jobs" in plan, (name, plan)
 
 

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 
-from conveyor import Conveyor
 from conveyor.jobs import JobStatus, utcnow
 from tests.support.wait import wait_until
 
@@ -16,13 +15,6 @@ pytestmark = [pytest.mark.process]
 
 LEASE = ["--lease", "2", "--fetch-interval", "0.5", "--workers", "2"]
 JOBS, SECONDS = 6, 4
-
-
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
 
 
 @pytest.mark.parametrize("skew", [60, -60], ids=["ahead", "behind"])

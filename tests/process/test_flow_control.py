@@ -20,13 +20,6 @@ pytestmark = [pytest.mark.process]
 WORKER = ["--workers", "4", "--fetch-interval", "0.5"]
 
 
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
-
-
 def start_workers(workers: Workers, n: int = 3, *args: str) -> None:
     for _ in range(n):
         workers.start(*WORKER, *args)

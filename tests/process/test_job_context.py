@@ -21,13 +21,6 @@ pytestmark = [pytest.mark.process]
 WORKER = ["--workers", "2", "--fetch-interval", "0.5"]
 
 
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
-
-
 def started(workers: Workers, seq: int) -> bool:
     return any(ln[0] == str(seq) for ln in workers.records.started())
 

@@ -19,13 +19,6 @@ WORKER = ["--workers", "2", "--lease", "3", "--fetch-interval", "0.5"]
 RUN_SECONDS = 4
 
 
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
-
-
 def runs(workers: Workers, seq: int) -> list[tuple[float, float]]:
     """(start, end) of every run of `seq` that ended, by the task's own record."""
     return sorted(

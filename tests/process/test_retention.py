@@ -30,13 +30,6 @@ HOUR = 3600
 DAY = 86400
 
 
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
-
-
 @contextmanager
 def sql(url: str) -> Iterator[tuple[object, str]]:
     """A direct connection to the store and its parameter style ('?' or '%s')."""

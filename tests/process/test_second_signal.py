@@ -12,18 +12,10 @@ import time
 
 import pytest
 
-from conveyor import Conveyor
 from tests.support.procs import ROOT
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.process]
-
-
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
 
 
 def hand_back_on_second_signal(proc, log, producer, job_ids, first, second) -> None:

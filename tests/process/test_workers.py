@@ -17,13 +17,6 @@ pytestmark = [pytest.mark.process]
 FAST = ["--fetch-interval", "0.5"]
 
 
-@pytest.fixture
-def producer(store_url):
-    app = Conveyor(store_url)
-    yield app
-    app.close()
-
-
 def count(app: Conveyor, status: str) -> int:
     return sum(q.get(status, 0) for q in app.store.stats().values())
 

@@ -177,3 +177,27 @@ def queue_snoozer(seq: int, seconds: float = 2) -> int:
     if _starts(seq) == 1:
         raise Snooze(seconds, queue=True)
     return current_job().attempt
+
+
+@app.task
+def gather(seq: int) -> dict[str, object]:
+    """A workflow's fan-in step: records its run and returns what its dependencies
+    returned and how they ended (current_job().dependencies())."""
+    start = time.time()
+    deps = current_job().dependencies()
+    _record(seq, start)
+    return {
+        "seq": seq,
+        "results": [dep.result for dep in deps],
+        "statuses": [dep.status.value for dep in deps],
+        "finished_before_start": all(
+            dep.finished_at is not None and dep.finished_at.timestamp() <= start for dep in deps
+        ),
+    }
+
+
+@app.task(max_attempts=1)
+def explode(seq: int) -> None:
+    """Fails for good at its first attempt."""
+    _record(seq, time.time())
+    raise RuntimeError(f"explode {seq}")

@@ -143,8 +143,12 @@ def test_sqlfile_blocks_include_shared_fragments():
         "-- name: ids\nSELECT id FROM t\n-- name: q\nWITH x AS ({{ids}}) TABLE x\n"
     )
     assert queries["q"] == "WITH x AS (SELECT id FROM t) TABLE x"
-    with pytest.raises(ValueError, match="unknown or nested fragment"):
+    with pytest.raises(ValueError, match="unknown or too deeply nested fragment"):
         sqlfile.parse("-- name: q\nSELECT {{missing}}\n")
+    nested = sqlfile.parse("-- name: a\n1\n-- name: b\n({{a}})\n-- name: q\nSELECT {{b}}\n")
+    assert nested["q"] == "SELECT (1)"
+    with pytest.raises(ValueError, match="too deeply nested"):  # a cycle never ends
+        sqlfile.parse("-- name: a\n{{b}}\n-- name: b\n{{a}}\n")
 
 
 def test_postgres_statements_fit_the_drivers_statement_cache():
@@ -170,8 +174,8 @@ def test_every_store_defines_the_same_worker_queries():
         "fail",
         "release",
         "recover_expired",
-        "cancel",
-        "retry",
+        "cancel_many",  # cancel and retry run these with one id
+        "retry_many",
         "prune",
         "stats",
         "list_jobs",

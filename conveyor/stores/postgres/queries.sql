@@ -115,6 +115,125 @@ FROM input
 LEFT JOIN inserted ON inserted.id = input.id
 ORDER BY input.ord
 
+-- name: lock_dependencies
+-- The dependencies of a job being enqueued (SPEC §8), locked in id order (as every
+-- multi-row lock here) until the enqueue commits: none can finish meanwhile, so each one is
+-- either seen finished here or finds has_dependents set, and the new job's edge, when it
+-- finishes (its UPDATE waits for this lock, then reads the committed row).
+SELECT id, status, depth
+FROM jobs
+WHERE id = ANY (%(ids)s::bigint[])
+ORDER BY id
+FOR NO KEY UPDATE
+
+-- name: enqueue_dependent
+-- Insert a job with dependencies as dependencies.plan decided: pending and held until
+-- waiting_for dependencies have finished (run_at held past every claim, the asked-for
+-- run_at in held_run_at), or already cancelled by a dependency that ended badly. A job
+-- with nothing left to wait for is due now: wake the fetchers.
+WITH inserted AS (
+    INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, held_run_at,
+                      unique_key, concurrency_key, depends_on, on_dependency_failure,
+                      waiting_for, depth, status, last_error, finished_at, created_at,
+                      updated_at)
+    VALUES (%(type)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
+            CASE WHEN %(waiting_for)s::integer > 0 THEN %(held)s::timestamptz
+                 ELSE coalesce(%(run_at)s::timestamptz, now()) END,
+            CASE WHEN %(waiting_for)s::integer > 0
+                 THEN coalesce(%(run_at)s::timestamptz, now()) END,
+            %(unique_key)s::text, %(concurrency_key)s::text, %(depends_on)s::bigint[],
+            %(on_dependency_failure)s::text, %(waiting_for)s::integer, %(depth)s::integer,
+            %(status)s::text, %(last_error)s::text,
+            CASE WHEN %(status)s::text = 'cancelled' THEN now() END, now(), now())
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+    DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*,
+       CASE WHEN status = 'pending' AND waiting_for = 0
+            THEN pg_notify('conveyor_jobs', queue) END AS woke
+FROM inserted
+
+-- name: add_dependencies
+-- The new job job_id waits for each unfinished dependency in ids; finishing one of them now
+-- has work to do (the jobs_settle_dependents trigger). Their rows are locked already.
+WITH edges AS (
+    INSERT INTO job_dependencies (depends_on, job_id)
+    SELECT unnest(%(ids)s::bigint[]), %(job_id)s::bigint
+)
+UPDATE jobs
+SET has_dependents = true
+WHERE id = ANY (%(ids)s::bigint[])
+  AND NOT has_dependents
+
+-- name: retry_blocked
+-- Of the jobs ids about to be retried, those whose dependency is still failed or cancelled
+-- while they give up on such a dependency ("cancel"): retrying one would only cancel it
+-- again (SPEC §8: retry the dependency first), so it is refused; with the dependency named.
+-- Driven from the ids: one primary-key lookup per id and per dependency (LATERAL), nothing
+-- for the jobs without dependencies; never a join the planner could turn into a scan.
+SELECT DISTINCT ON (job.id) job.id, dep.id AS dependency, dep.status
+FROM jobs AS job
+CROSS JOIN LATERAL unnest(job.depends_on) AS ref (id)
+CROSS JOIN LATERAL (SELECT d.id, d.status FROM jobs AS d WHERE d.id = ref.id) AS dep
+WHERE job.id = ANY (%(ids)s::bigint[])
+  AND job.depends_on IS NOT NULL
+  AND job.on_dependency_failure = 'cancel'
+  AND dep.status IN ('failed', 'cancelled')
+ORDER BY job.id, dep.id
+
+-- name: wait_again
+-- Retried jobs ids wait again for their dependencies that are unfinished now (a retried
+-- dependency, say), as at their enqueue: the unfinished dependencies locked in id order
+-- (none can finish meanwhile), their edges (kept if still there) and flag, and the jobs
+-- held. Driven from the ids by primary key, as retry_blocked.
+WITH wanted AS MATERIALIZED (
+    SELECT ref.id AS depends_on, job.id AS job_id
+    FROM jobs AS job
+    CROSS JOIN LATERAL unnest(job.depends_on) AS ref (id)
+    WHERE job.id = ANY (%(ids)s::bigint[])
+      AND job.depends_on IS NOT NULL
+),
+unfinished AS MATERIALIZED (
+    SELECT id
+    FROM jobs
+    WHERE id = ANY (ARRAY(SELECT DISTINCT depends_on FROM wanted))
+      AND status IN ('pending', 'processing')
+    ORDER BY id
+    FOR NO KEY UPDATE
+),
+deps AS (
+    SELECT wanted.depends_on, wanted.job_id
+    FROM wanted
+    JOIN unfinished ON unfinished.id = wanted.depends_on
+),
+edges AS (
+    INSERT INTO job_dependencies (depends_on, job_id)
+    SELECT depends_on, job_id FROM deps
+    ON CONFLICT DO NOTHING
+),
+marked AS (
+    UPDATE jobs
+    SET has_dependents = true
+    WHERE id = ANY (ARRAY(SELECT id FROM unfinished))
+      AND NOT has_dependents
+)
+UPDATE jobs
+SET waiting_for = waiting.n,
+    held_run_at = jobs.run_at,
+    run_at      = %(held)s::timestamptz
+FROM (SELECT job_id, count(*) AS n FROM deps GROUP BY job_id) AS waiting
+WHERE jobs.id = waiting.job_id
+  AND jobs.id = ANY (ARRAY(SELECT job_id FROM deps))
+
+-- name: dependency_jobs
+-- A job's dependencies (ctx.dependencies()), in id order.
+SELECT dep.*
+FROM jobs AS job
+JOIN jobs AS dep ON dep.id = ANY (job.depends_on)
+WHERE job.id = %(id)s
+ORDER BY dep.id
+
 -- name: get_unfinished_by_unique_key
 -- The job holding a unique_key (after enqueue found it taken).
 SELECT * FROM jobs
@@ -497,7 +616,7 @@ WHERE paused OR paused_until IS NOT NULL OR fair
 -- cancelled keeps its lease until its code has stopped. Locked in id order: heartbeat,
 -- finish_many and release of one worker run concurrently over the same rows, and a common
 -- lock order keeps them from deadlocking. No status literal: with status = 'processing' the
--- planner may walk the partial index jobs_lease (every processing job) instead of looking
+-- planner may walk the partial index jobs_processing (every processing job) instead of looking
 -- each id up, and a generic plan keeps that choice (slow with thousands of jobs
 -- processing: docs/performance.md, second round).
 SELECT jobs.id, jobs.status
@@ -609,10 +728,22 @@ finished AS (
                    THEN pg_notify('conveyor_jobs', jobs.queue) END AS woke
 )
 
+-- name: told_finished
+-- Fragment: a scalar subquery that tells the processes waiting for results (app.wait,
+-- GET /jobs/{id}?wait=) which jobs of `finished` ended: one NOTIFY conveyor_finished per
+-- 400 ids (the payload's limit is 8000 bytes), not one per job. Evaluated once per
+-- statement, when the statement returns a row.
+(SELECT count(pg_notify('conveyor_finished', ids))
+ FROM (SELECT string_agg(id::text, ',') AS ids
+       FROM (SELECT id, (row_number() OVER ()) / 400 AS chunk
+             FROM finished
+             WHERE applies AND status IN ('done', 'failed')) AS ended
+       GROUP BY chunk) AS notices)
+
 -- name: finish_many
 -- Write a batch of ended runs; returns the new status of each job whose outcome applied.
 WITH {{outcomes}}
-SELECT id, status, applies FROM finished
+SELECT id, status, applies, {{told_finished}} AS told FROM finished
 
 -- name: claimed_and_finished
 -- Fragment: the result of finish_and_claim. One row per claimed job (or a single row of NULL
@@ -621,6 +752,7 @@ SELECT id, status, applies FROM finished
 SELECT (SELECT coalesce(json_agg(json_build_array(id, status)) FILTER (WHERE applies), '[]')
         FROM finished)::text
            AS finished,
+       {{told_finished}} AS told,
        claimed.*
 FROM (VALUES (1)) AS one
 LEFT JOIN claimed ON true
@@ -705,7 +837,8 @@ recovered AS (
 )
 SELECT id,
        status,
-       CASE WHEN status = 'pending' THEN pg_notify('conveyor_jobs', queue) END AS woke
+       CASE WHEN status = 'pending' THEN pg_notify('conveyor_jobs', queue)
+            ELSE pg_notify('conveyor_finished', id::text) END AS woke
 FROM recovered
 
 -- name: get_job
@@ -721,44 +854,133 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
 ORDER BY id DESC
 LIMIT %(limit)s
 
--- name: cancel
--- pending|processing → cancelled; no row when the job is absent or already finished. A
--- running job keeps its lease (worker, attempts and deadline): its worker renews it until
--- the run's code has stopped, and until then no retry of the job can be claimed.
--- A run that holds the job is told at once: NOTIFY conveyor_cancel with the id, which the
--- worker running it turns into an immediate lease renewal that reports the cancel.
-WITH cancelled AS (
+-- name: cancel_many
+-- pending|processing → cancelled, for each id of %(ids)s (one id for `cancel`), only those
+-- still in %(status)s when it is given (a bulk action's filter); returns the ids cancelled.
+-- The rows are locked in id order first, as heartbeat, release and outcomes lock theirs, so
+-- a batch and a worker's writes over the same rows wait for each other instead of
+-- deadlocking; a row that changed meanwhile is judged as it is once locked. A running job
+-- keeps its lease (worker, attempts and deadline): its worker renews it until the run's
+-- code has stopped, and until then no retry of the job can be claimed. A run that holds the
+-- job is told at once: NOTIFY conveyor_cancel with the id, which the worker running it
+-- turns into an immediate lease renewal that reports the cancel. Processes waiting for
+-- results are told once per statement: NOTIFY conveyor_finished with the ids cancelled,
+-- comma-separated (the store sends at most 500 ids, under NOTIFY's 8000-byte payload limit).
+-- Each row is looked up by primary key, in the order of %(ids)s (the store sorts them):
+-- as `WHERE id = ANY (ids) AND status = …` the planner, misled by stale statistics (a
+-- bulk insert not yet analysed), walked every pending job of jobs_pending per batch.
+WITH locked AS MATERIALIZED (
+    SELECT job.id
+    FROM unnest(%(ids)s::bigint[]) AS wanted (id)
+    CROSS JOIN LATERAL (
+        SELECT jobs.id
+        FROM jobs
+        WHERE jobs.id = wanted.id
+          AND jobs.status IN ('pending', 'processing')
+          AND (%(status)s::text IS NULL OR jobs.status = %(status)s::text)
+        FOR UPDATE
+    ) AS job
+),
+cancelled AS (
     UPDATE jobs
     SET status      = 'cancelled',
+        -- a job waiting for dependencies waits no more (its held run_at comes back)
+        run_at      = coalesce(jobs.held_run_at, jobs.run_at),
+        held_run_at = NULL,
+        waiting_for = 0,
         finished_at = coalesce(%(now)s::timestamptz, now()),
         updated_at  = coalesce(%(now)s::timestamptz, now())
-    WHERE id = %(id)s
-      AND status IN ('pending', 'processing')
-    RETURNING *
+    -- an id array, not a join: a join may hash the whole table (see the claim's update)
+    WHERE jobs.id = ANY (ARRAY(SELECT id FROM locked))
+    RETURNING jobs.id, jobs.lease_expires_at
 )
-SELECT cancelled.*,
+SELECT id,
        CASE WHEN lease_expires_at IS NOT NULL
-            THEN pg_notify('conveyor_cancel', id::text) END AS woke
+            THEN pg_notify('conveyor_cancel', id::text) END AS woke,
+       (SELECT pg_notify('conveyor_finished', string_agg(id::text, ',' ORDER BY id))
+        FROM cancelled
+        HAVING count(*) > 0) AS told
 FROM cancelled
 
--- name: retry
--- failed|cancelled → pending, runnable now, and wake listeners. attempts is kept (history),
--- and max_attempts is raised when needed so at least one more attempt runs. Raises a
--- unique violation when another unfinished job holds the key. A lease left by a cancelled
--- run stays: the claim waits until that run has stopped or its lease has expired.
-WITH retried AS (
+-- name: retry_many
+-- failed|cancelled → pending, runnable now, for each id of %(ids)s (one id for `retry`),
+-- only those still in %(status)s when it is given; returns the ids retried and wakes
+-- listeners. Rows locked one by one in id order first, as cancel_many. attempts is kept, and
+-- max_attempts is raised when needed so at least one more attempt runs. A lease left by a
+-- cancelled run stays: the claim waits until that run has stopped or its lease has expired.
+-- A job whose unique_key an unfinished job holds is left as it is, and of several ids with
+-- one key only the smallest is retried (the others would then break the unique index). An
+-- enqueue of the key that commits while this runs still raises a unique violation (the
+-- store runs the batch again, which then sees that job).
+WITH locked AS MATERIALIZED (
+    SELECT job.id, job.unique_key
+    FROM unnest(%(ids)s::bigint[]) AS wanted (id)
+    CROSS JOIN LATERAL (
+        SELECT jobs.id, jobs.unique_key
+        FROM jobs
+        WHERE jobs.id = wanted.id
+          AND jobs.status IN ('failed', 'cancelled')
+          AND (%(status)s::text IS NULL OR jobs.status = %(status)s::text)
+        FOR UPDATE
+    ) AS job
+),
+retryable AS (
+    SELECT id FROM locked WHERE unique_key IS NULL
+    UNION ALL
+    (SELECT DISTINCT ON (unique_key) id
+     FROM locked
+     WHERE unique_key IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM jobs AS holder
+                       WHERE holder.unique_key = locked.unique_key
+                         AND holder.status IN ('pending', 'processing'))
+     ORDER BY unique_key, id)
+),
+retried AS (
     UPDATE jobs
     SET status       = 'pending',
         run_at       = coalesce(%(now)s::timestamptz, now()),
         max_attempts = greatest(max_attempts, attempts + 1),
         finished_at  = NULL,
         updated_at   = coalesce(%(now)s::timestamptz, now())
-    WHERE id = %(id)s
-      AND status IN ('failed', 'cancelled')
-    RETURNING *
+    WHERE jobs.id = ANY (ARRAY(SELECT id FROM retryable))  -- as in cancel_many
+    RETURNING jobs.id, jobs.queue
 )
-SELECT retried.*, pg_notify('conveyor_jobs', retried.queue) AS woke
+SELECT id, pg_notify('conveyor_jobs', queue) AS woke
 FROM retried
+
+-- name: bulk_filter
+-- A fragment: the filter of a bulk action (SPEC §8), each clause only when given. The
+-- store sends these statements unprepared, so every call is planned with its values:
+-- the clauses of absent filters fold away, and status = a constant lets the planner use
+-- that status's partial index.
+(%(queue)s::text IS NULL OR queue = %(queue)s::text)
+AND (%(type)s::text IS NULL OR type = %(type)s::text)
+AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+
+-- name: bulk_bounds
+-- The lowest and highest id of the jobs a bulk action matches, read once through the
+-- partial index of the status (jobs_pending, jobs_processing, jobs_retryable). `id + 0`:
+-- min and max of id itself would walk the primary key from the table's first (or last)
+-- row until a match, over every older (newer) job of other statuses.
+SELECT min(id + 0) AS low, max(id + 0) AS high
+FROM jobs
+WHERE status = %(status)s::text
+  AND {{bulk_filter}}
+
+-- name: bulk_ids
+-- The next batch of a bulk action: up to %(limit)s ids after %(after)s (keyset), up to
+-- %(upto)s, so each batch reads from where the previous one stopped. Failed and cancelled
+-- jobs come from jobs_retryable (status, id), however many of other queues or types lie
+-- in between; pending and processing ones from the primary key between the bounds above
+-- (they are mostly the newest rows).
+SELECT id
+FROM jobs
+WHERE status = %(status)s::text
+  AND id > %(after)s
+  AND id <= %(upto)s
+  AND {{bulk_filter}}
+ORDER BY id
+LIMIT %(limit)s
 
 -- name: prune
 -- Delete one batch of finished jobs of one status older than now - older_than, oldest first
@@ -999,3 +1221,18 @@ LISTEN conveyor_cancel
 
 -- name: ping
 SELECT 1
+
+-- name: finished_among
+-- Conveyor.wait (conveyor/waiting.py): of the ids, the jobs that have finished, and a row of
+-- NULLs but `wanted` for an id that names no job (pruned meanwhile); one primary-key probe
+-- per id. Unfinished jobs, most of the ids most of the time, are left out, so a check that
+-- finds nothing reads no payload.
+SELECT wanted.id AS wanted, jobs.*
+FROM unnest(%(ids)s::bigint[]) AS wanted (id)
+LEFT JOIN jobs ON jobs.id = wanted.id
+WHERE jobs.id IS NULL OR jobs.status IN ('done', 'failed', 'cancelled')
+
+-- name: listen_finished
+-- The waiters' listener (finish_listener.py): every statement that finishes jobs notifies
+-- their ids on this channel, comma-separated.
+LISTEN conveyor_finished

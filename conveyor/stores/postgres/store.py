@@ -14,10 +14,12 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row, tuple_row
 
-from conveyor import jsontext
+from conveyor import dependencies, jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
     QUEUE_SETTINGS,
+    RETRYABLE,
+    BulkFilter,
     EnqueueResult,
     Finish,
     FinishKind,
@@ -27,6 +29,7 @@ from conveyor.jobs import (
     JSONValue,
     LeaseRef,
     NewJob,
+    OnDependencyFailure,
     QueueChanges,
     QueueSettings,
     RateLimit,
@@ -38,7 +41,7 @@ from conveyor.jobs import (
 from conveyor.payloads import decode
 from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
-from conveyor.stores.base import Notifier, Store, prune_batches
+from conveyor.stores.base import FinishListener, Notifier, Store, id_batches, prune_batches
 from conveyor.stores.postgres.connections import Connections, Cursor, first_line
 
 Q = sqlfile.load("conveyor.stores.postgres")
@@ -99,7 +102,8 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         status=JobStatus(row["status"]),
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
-        run_at=_utc(row["run_at"]),
+        # a job waiting for dependencies shows the run_at it asked for, not the held one
+        run_at=_utc(row["held_run_at"] or row["run_at"]),
         unique_key=row["unique_key"],
         result=row["result"],
         last_error=row["last_error"],
@@ -111,6 +115,8 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         progress=row["progress"],
         progress_message=row["progress_message"],
         concurrency_key=row["concurrency_key"],
+        depends_on=tuple(row["depends_on"] or ()),
+        on_dependency_failure=OnDependencyFailure(row["on_dependency_failure"]),
     )
 
 
@@ -276,6 +282,11 @@ class PostgresStore(Store):
 
         return PostgresNotifier(self.conninfo("conveyor-listener"), where=self._where)
 
+    def finish_listener(self) -> FinishListener:
+        from conveyor.stores.postgres.finish_listener import PostgresFinishListener
+
+        return PostgresFinishListener(self.conninfo("conveyor-waiter"), where=self._where)
+
     # -- lifecycle -------------------------------------------------------------------
     def schema_version(self) -> int:
         def work(cur: Cursor) -> int:
@@ -314,7 +325,7 @@ class PostgresStore(Store):
     # -- producers -----------------------------------------------------------------------
     def enqueue(self, job: NewJob, *, connection: object | None = None) -> EnqueueResult:
         if connection is None:
-            return self._run(lambda cur: _insert(cur, job))
+            return self._run(lambda cur: _insert(cur, job), atomic=bool(job.depends_on))
         if not isinstance(connection, psycopg.Connection):
             raise TypeError(
                 "connection must be a psycopg (3) Connection for a PostgreSQL store, "
@@ -424,6 +435,16 @@ class PostgresStore(Store):
         row = self._run(lambda cur: cur.execute(Q["get_job"], {"id": job_id}).fetchone())
         return None if row is None else row_to_job(row)
 
+    def dependency_jobs(self, job_id: int) -> list[Job]:
+        params = {"id": job_id}
+        rows = self._run(lambda cur: cur.execute(Q["dependency_jobs"], params).fetchall())
+        return [row_to_job(row) for row in rows]
+
+    def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
+        params = {"ids": list(job_ids)}
+        rows = self._run(lambda cur: cur.execute(Q["finished_among"], params).fetchall())
+        return {row["wanted"]: None if row["id"] is None else row_to_job(row) for row in rows}
+
     def list_jobs(self, query: JobFilter) -> list[Job]:
         params = {
             "status": None if query.status is None else query.status.value,
@@ -437,26 +458,65 @@ class PostgresStore(Store):
 
     def cancel(self, job_id: int, *, now: datetime | None = None) -> Job:
         def work(cur: Cursor) -> Job:
-            row = cur.execute(Q["cancel"], {"id": job_id, "now": _ts(now)}).fetchone()
-            if row is None:
+            if not _cancel_ids(cur, [job_id], now):
                 _explain_refusal(cur, job_id, "cancel")
-            return row_to_job(row)
+            return _read_job(cur, job_id)
 
-        return self._run(work)
+        return self._run(work, atomic=True)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
         def work(cur: Cursor) -> Job:
             try:
-                row = cur.execute(Q["retry"], {"id": job_id, "now": _ts(now)}).fetchone()
-            except pg_errors.UniqueViolation:
-                raise InvalidTransition(
-                    f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
-                ) from None
-            if row is None:
+                retried = _retry_ids(cur, [job_id], now)
+            except _KeyTaken:
+                retried = []  # an enqueue of its key committed meanwhile
+            if not retried:
                 _explain_refusal(cur, job_id, "retry")
-            return row_to_job(row)
+            return _read_job(cur, job_id)
 
-        return self._run(work)
+        return self._run(work, atomic=True)
+
+    def cancel_many(
+        self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None
+    ) -> list[int]:
+        cancelled: list[int] = []
+        for batch in id_batches(ids):
+
+            def work(cur: Cursor, batch: list[int] = batch) -> list[int]:
+                return _cancel_ids(cur, batch, now, status)
+
+            cancelled += self._run(work, atomic=True)  # one short transaction per batch
+        return cancelled
+
+    def retry_many(
+        self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None
+    ) -> list[int]:
+        retried: list[int] = []
+        for batch in id_batches(ids):
+
+            def work(cur: Cursor, batch: list[int] = batch) -> list[int]:
+                return _retry_ids(cur, batch, now, status)
+
+            for _ in range(3):
+                try:
+                    retried += self._run(work, atomic=True)
+                    break
+                except _KeyTaken:
+                    continue  # rolled back; run again, the batch now sees the key taken
+            else:
+                raise StoreUnavailable("unique keys are changing hands too fast to retry jobs")
+        return retried
+
+    def bulk_bounds(self, query: BulkFilter) -> tuple[int, int] | None:
+        params = _bulk_params(query)
+        # never prepared: planned with the values (the status's partial index; see queries.sql)
+        row = self._run(lambda cur: cur.execute(Q["bulk_bounds"], params, prepare=False).fetchone())
+        return None if row is None or row["low"] is None else (row["low"], row["high"])
+
+    def bulk_ids(self, query: BulkFilter, *, after: int, upto: int, limit: int) -> list[int]:
+        params = {**_bulk_params(query), "after": after, "upto": upto, "limit": limit}
+        rows = self._run(lambda cur: cur.execute(Q["bulk_ids"], params, prepare=False).fetchall())
+        return [row["id"] for row in rows]
 
     def prune(
         self,
@@ -533,6 +593,7 @@ class PostgresStore(Store):
         may release jobs)."""
         row = self._run(lambda cur: cur.execute(Q[query], params).fetchone())
         assert row is not None, "an upsert returns its row"
+        self._rules = (None, 0.0)  # this process's own claims see it at once
         return row_to_queue(row, utcnow())
 
     # -- periodic jobs ---------------------------------------------------------------------
@@ -666,8 +727,13 @@ def _iso(value: datetime | None) -> str | None:
     return None if checked is None else checked.isoformat()
 
 
-def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
-    """Insert one job, or find the unfinished job holding its unique_key."""
+def _insert(cur: Cursor, job: NewJob, depends_on: list[int] | None = None) -> EnqueueResult:
+    """Insert one job, or find the unfinished job holding its unique_key. `depends_on`: the
+    job's dependencies with its batch's "@i" resolved (its own depends_on by default)."""
+    if depends_on is None:
+        depends_on = list(job.depends_on)
+    if depends_on:
+        return _insert_dependent(cur, job, depends_on)
     params = {
         "type": job.type,
         "queue": job.queue,
@@ -694,7 +760,59 @@ def _insert(cur: Cursor, job: NewJob) -> EnqueueResult:
     raise StoreUnavailable(f"unique_key {job.unique_key!r} is changing hands too fast to enqueue")
 
 
+def _insert_dependent(cur: Cursor, job: NewJob, depends_on: list[int]) -> EnqueueResult:
+    """Insert a job with dependencies (SPEC §8), in the caller's transaction."""
+    found = {
+        row["id"]: dependencies.Dependency(JobStatus(row["status"]), row["depth"])
+        for row in cur.execute(Q["lock_dependencies"], {"ids": depends_on})
+    }
+    plan = dependencies.plan(tuple(depends_on), found, job.on_dependency_failure)
+    for _ in range(3):
+        if job.unique_key is not None:
+            holder = _holder(cur, job)
+            if holder is not None:
+                return EnqueueResult(holder, created=False)
+        row = cur.execute(
+            Q["enqueue_dependent"],
+            {
+                "type": job.type,
+                "queue": job.queue,
+                "payload": job.payload_json,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "run_at": _ts(job.run_at),
+                "held": dependencies.WAITING_RUN_AT,
+                "unique_key": job.unique_key,
+                "concurrency_key": job.concurrency_key,
+                "depends_on": depends_on,
+                "on_dependency_failure": job.on_dependency_failure.value,
+                "waiting_for": len(plan.waiting_on),
+                "depth": plan.depth,
+                "status": plan.status.value,
+                "last_error": plan.cancelled_by,
+            },
+        ).fetchone()
+        if row is not None:
+            if plan.waiting_on:
+                cur.execute(
+                    Q["add_dependencies"], {"ids": list(plan.waiting_on), "job_id": row["id"]}
+                )
+            return EnqueueResult(row_to_job(row), created=True)
+    raise StoreUnavailable(f"unique_key {job.unique_key!r} is changing hands too fast to enqueue")
+
+
+def _insert_in_order(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+    """A batch with dependencies: one job at a time, each "@i" naming an inserted job."""
+    results: list[EnqueueResult] = []
+    for job in jobs:
+        earlier = {results[i].job.id for i in job.depends_on_items}
+        results.append(_insert(cur, job, sorted({*job.depends_on, *earlier})))
+    return results
+
+
 def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+    if any(job.has_dependencies for job in jobs):
+        return _insert_in_order(cur, jobs)
     rows = jsontext.dumps(
         [
             [
@@ -779,4 +897,74 @@ def _explain_refusal(cur: Cursor, job_id: int, action: str) -> NoReturn:
     row = cur.execute(Q["get_job"], {"id": job_id}).fetchone()
     if row is None:
         raise JobNotFound(f"job {job_id} not found")
+    if action == "retry":
+        for blocked in cur.execute(Q["retry_blocked"], {"ids": [job_id]}).fetchall():
+            raise InvalidTransition(
+                f"job {job_id} cannot be retried: its dependency {blocked['dependency']} is "
+                f"{blocked['status']}; retry that first"
+            )
+    if action == "retry" and JobStatus(row["status"]) in RETRYABLE:
+        raise InvalidTransition(
+            f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
+        )
     raise InvalidTransition(f"job {job_id} is {row['status']}: cannot {action} it")
+
+
+def _read_job(cur: Cursor, job_id: int) -> Job:
+    row = cur.execute(Q["get_job"], {"id": job_id}).fetchone()
+    assert row is not None, "the job changed in this transaction"
+    return row_to_job(row)
+
+
+class _KeyTaken(Exception):
+    """A retry met a unique_key that an enqueue took while it ran (a unique violation): its
+    transaction is rolled back, and running it again sees that job and skips the key."""
+
+
+def _cancel_ids(
+    cur: Cursor, ids: Sequence[int], now: datetime | None, status: JobStatus | None = None
+) -> list[int]:
+    """pending|processing → cancelled for `ids` (only those in `status`, when given), in the
+    caller's transaction: the one cancel statement of `cancel`, `cancel_many` and bulk
+    cancels. Runs holding a cancelled job and waiters on it are notified at commit. At most
+    BULK_BATCH ids (one NOTIFY payload). Returns the ids cancelled, ascending."""
+    params = {"ids": list(ids), "now": _ts(now), "status": _value(status)}
+    return sorted(row["id"] for row in cur.execute(Q["cancel_many"], params).fetchall())
+
+
+def _retry_ids(
+    cur: Cursor, ids: Sequence[int], now: datetime | None, status: JobStatus | None = None
+) -> list[int]:
+    """failed|cancelled → pending for `ids` (only those in `status`, when given), in the
+    caller's transaction: the one retry statement of `retry`, `retry_many` and bulk retries.
+    A job whose unique_key an unfinished job holds is skipped; _KeyTaken when an enqueue
+    took a key meanwhile (the transaction is then aborted). Returns the ids retried,
+    ascending."""
+    blocked = {row["id"] for row in cur.execute(Q["retry_blocked"], {"ids": list(ids)})}
+    params = {
+        "ids": [job_id for job_id in ids if job_id not in blocked],
+        "now": _ts(now),
+        "status": _value(status),
+    }
+    try:
+        rows = cur.execute(Q["retry_many"], params).fetchall()
+    except pg_errors.UniqueViolation:
+        raise _KeyTaken from None
+    retried = sorted(row["id"] for row in rows)
+    if retried:  # those with dependencies wait again for the unfinished ones (SPEC §8)
+        held = {"ids": retried, "held": dependencies.WAITING_RUN_AT}
+        cur.execute(Q["wait_again"], held)
+    return retried
+
+
+def _bulk_params(query: BulkFilter) -> dict[str, object]:
+    return {
+        "status": query.status.value,
+        "queue": query.queue,
+        "type": query.type,
+        "created_before": query.created_before,
+    }
+
+
+def _value(status: JobStatus | None) -> str | None:
+    return None if status is None else status.value

@@ -1,5 +1,6 @@
 """SqliteNotifier: wakes fetchers on local enqueues at once and on other processes'
-commits within one poll period, by watching PRAGMA data_version."""
+commits within one poll period, by watching PRAGMA data_version. SqliteFinishListener
+watches it the same way for the process's `Conveyor.wait` calls."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING
 
-from conveyor.errors import StoreFileReplaced
-from conveyor.stores.base import Notifier
+from conveyor.errors import StoreFileReplaced, StoreUnavailable
+from conveyor.stores.base import FinishListener, Notifier
 
 if TYPE_CHECKING:
     from conveyor.stores.sqlite.store import SqliteStore
@@ -22,6 +24,52 @@ POLL_INTERVAL_S = 0.002
 RETRY_MAX_S = 0.5
 # Every this many polls (half a second), a stat: is the file still the one first opened?
 IDENTITY_EVERY = 250
+# Conveyor.wait answers within 100 ms of a finish: a look every 5 ms, taken only while some
+# thread of the process waits (the waiters' thread sleeps otherwise).
+WAIT_POLL_INTERVAL_S = 0.005
+
+
+class DataVersionPoll:
+    """A connection of its own, and whether the file changed since the previous look:
+    `PRAGMA data_version` changes whenever *another* connection commits (of this process
+    or any other). Shared by the notifier and the waiters' listener; used from one thread."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.conn: sqlite3.Connection | None = None
+        self._last: int | None = None
+        self._failed = False
+        self._looks = 0
+
+    def changed(self) -> bool | None:
+        """One look. True when another connection committed since the previous look, and
+        at the first good look after a failed one (commits made meanwhile went unseen, and
+        a new connection counts data_version afresh); False when not, and at the very first
+        look; None when the file cannot be read now (the connection is dropped: look again
+        later, less often). Every IDENTITY_EVERY looks it checks that the file is still the
+        one first opened: StoreFileReplaced, for good, when not."""
+        self._looks += 1
+        try:
+            if self._looks % IDENTITY_EVERY == 0:
+                self._store.check_identity()
+            if self.conn is None:
+                self.conn = self._store.connect()
+            version = self._store.data_version(self.conn)
+        except StoreFileReplaced:
+            raise
+        except Exception:  # the store is unreachable for now
+            self.close()
+            self._failed = True
+            return None
+        changed = self._failed or (self._last is not None and version != self._last)
+        self._last, self._failed = version, False
+        return changed
+
+    def close(self) -> None:
+        conn, self.conn, self._last = self.conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 class SqliteNotifier(Notifier):
@@ -45,51 +93,72 @@ class SqliteNotifier(Notifier):
         self._thread.start()
 
     def _poll(self) -> None:
-        conn: sqlite3.Connection | None = None
-        last: int | None = None
+        files = DataVersionPoll(self._store)
         seen: int | None = None  # the cancel signal last read (see cancel_signal)
         pause = POLL_INTERVAL_S
-        polls = 0
-        while not self._stopping.wait(pause):
-            polls += 1
-            try:
-                if polls % IDENTITY_EVERY == 0:
-                    self._store.check_identity()
-                if conn is None:
-                    conn = self._store.connect()
-                version = self._store.data_version(conn)
-            except StoreFileReplaced:
-                # for good: the process stops (conveyor/process.py), and polling a file
-                # nobody else writes would only wake the fetcher in vain
-                self.wake_local()
-                break
-            except Exception:  # the store is unreachable for now: try again, less often
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                conn, last = None, None
-                pause = min(pause * 2, RETRY_MAX_S)
-                continue
-            if pause != POLL_INTERVAL_S:
-                # back after a failure: commits made meanwhile went unseen (and a new
-                # connection counts data_version afresh), so look for work once
+        try:
+            while not self._stopping.wait(pause):
+                try:
+                    changed = files.changed()
+                except StoreFileReplaced:
+                    # for good: the process stops (conveyor/process.py), and polling a file
+                    # nobody else writes would only wake the fetcher in vain
+                    self.wake_local()
+                    break
+                if changed is None:  # the store is unreachable for now: try again, less often
+                    pause = min(pause * 2, RETRY_MAX_S)
+                    continue
+                # back after a failure, changed is True: look for work once
                 pause = POLL_INTERVAL_S
-                self.wake_local()
-            if last is not None and version != last:
-                self.wake_local()
-                if self._cancel_listeners:
-                    signal = self._store.cancel_signal(conn)
-                    if seen is not None and signal != seen:
-                        self._job_cancelled(None)
-                    seen = signal
-            elif seen is None and self._cancel_listeners:
-                seen = self._store.cancel_signal(conn)
-            last = version
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+                conn = files.conn
+                assert conn is not None
+                if changed:
+                    self.wake_local()
+                    if self._cancel_listeners:
+                        signal = self._store.cancel_signal(conn)
+                        if seen is not None and signal != seen:
+                            self._job_cancelled(None)
+                        seen = signal
+                elif seen is None and self._cancel_listeners:
+                    seen = self._store.cancel_signal(conn)
+        finally:
+            files.close()
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 2.0)
+
+
+class SqliteFinishListener(FinishListener):
+    """Any commit may have finished jobs: `wait` answers None (re-check every waiter) when
+    the file changed. The change is seen within WAIT_POLL_INTERVAL_S of the commit."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._files = DataVersionPoll(store)
+        self._pause = WAIT_POLL_INTERVAL_S
+
+    def connect(self) -> None:
+        # the first look: changes count from here
+        if self._files.changed() is None:
+            raise StoreUnavailable(f"{self._store!r}: cannot read the file to wait on jobs")
+
+    def wait(self, timeout: float) -> frozenset[int] | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self._files.changed()
+            if changed:
+                self._pause = WAIT_POLL_INTERVAL_S
+                return None
+            if changed is None:  # unreachable for now: look again, less often
+                self._pause = min(self._pause * 2, RETRY_MAX_S)
+            else:
+                self._pause = WAIT_POLL_INTERVAL_S
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return frozenset()
+            time.sleep(min(self._pause, remaining))
+
+    def close(self) -> None:
+        self._files.close()

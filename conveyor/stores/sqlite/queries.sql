@@ -28,10 +28,161 @@ ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 
 DO NOTHING
 RETURNING id
 
+-- name: read_dependencies
+-- The dependencies of a job being enqueued (SPEC §8), in the enqueue's write transaction:
+-- none can finish before the job and its edges are written.
+SELECT id, status, depth FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: enqueue_dependent
+-- Insert a job with dependencies as dependencies.plan decided: pending, held until
+-- :waiting_for dependencies have finished (run_at held past every claim, the asked-for
+-- run_at in held_run_at); or already cancelled by a dependency that ended badly.
+INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
+                  concurrency_key, depends_on, on_dependency_failure, waiting_for, held_run_at,
+                  depth, status, last_error, finished_at, created_at, updated_at)
+VALUES (:type, :queue, :payload, :priority, :max_attempts, :run_at, :unique_key,
+        :concurrency_key, :depends_on, :on_dependency_failure, :waiting_for, :held_run_at,
+        :depth, :status, :last_error, :finished_at, :now, :now)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
+DO NOTHING
+RETURNING id
+
+-- name: add_dependencies
+-- The new job :job_id waits for each unfinished dependency in :ids; finishing one of them
+-- now has work to do (the jobs_settle_dependents trigger).
+INSERT INTO job_dependencies (depends_on, job_id)
+SELECT value, :job_id FROM json_each(:ids)
+
+-- name: mark_dependents
+UPDATE jobs SET has_dependents = 1
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND NOT has_dependents
+
+-- name: retry_blocked
+-- Of the jobs :ids about to be retried, those whose dependency is still failed or cancelled
+-- while they give up on such a dependency ("cancel"): retrying one would only cancel it
+-- again (SPEC §8: retry the dependency first), so it is refused; with the dependency named.
+-- Driven from the ids (CROSS JOIN keeps SQLite's join order): one primary-key lookup per
+-- id and per dependency, nothing for the jobs without dependencies.
+SELECT job.id, min(dep.id) AS dependency, dep.status
+FROM json_each(:ids) AS wanted
+CROSS JOIN jobs AS job ON job.id = wanted.value
+CROSS JOIN json_each(job.depends_on) AS ref
+CROSS JOIN jobs AS dep ON dep.id = ref.value
+WHERE job.depends_on IS NOT NULL
+  AND job.on_dependency_failure = 'cancel'
+  AND dep.status IN ('failed', 'cancelled')
+GROUP BY job.id
+
+-- name: wait_again_edges
+-- Retried jobs :ids wait again for their dependencies that are unfinished now (a retried
+-- dependency, say): their edges (kept if still there) and the dependencies' flag. Driven
+-- from the ids, as retry_blocked.
+INSERT OR IGNORE INTO job_dependencies (depends_on, job_id)
+SELECT dep.id, job.id
+FROM json_each(:ids) AS wanted
+CROSS JOIN jobs AS job ON job.id = wanted.value
+CROSS JOIN json_each(job.depends_on) AS ref
+CROSS JOIN jobs AS dep ON dep.id = ref.value
+WHERE job.depends_on IS NOT NULL
+  AND dep.status IN ('pending', 'processing')
+
+-- name: wait_again_mark
+UPDATE jobs SET has_dependents = 1
+WHERE id IN (SELECT ref.value
+             FROM json_each(:ids) AS wanted
+             CROSS JOIN jobs AS job ON job.id = wanted.value
+             CROSS JOIN json_each(job.depends_on) AS ref
+             WHERE job.depends_on IS NOT NULL)
+  AND status IN ('pending', 'processing')
+  AND NOT has_dependents
+
+-- name: wait_again
+-- ... and are held until those have finished, as at their enqueue.
+UPDATE jobs
+SET waiting_for = unfinished.n,
+    held_run_at = run_at,
+    run_at      = :held
+FROM (SELECT job.id, count(*) AS n
+      FROM json_each(:ids) AS wanted
+      CROSS JOIN jobs AS job ON job.id = wanted.value
+      CROSS JOIN json_each(job.depends_on) AS ref
+      CROSS JOIN jobs AS dep ON dep.id = ref.value
+      WHERE job.depends_on IS NOT NULL
+        AND dep.status IN ('pending', 'processing')
+      GROUP BY job.id) AS unfinished
+WHERE jobs.id = unfinished.id
+
+-- name: dependency_jobs
+-- A job's dependencies (ctx.dependencies()), in id order.
+SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id
+
 -- name: get_unfinished_by_unique_key
 SELECT * FROM jobs
 WHERE unique_key = :unique_key
   AND status IN ('pending', 'processing')
+
+-- name: queue_rules
+-- Whether any queue has settings that change how claims go (read about once a second):
+-- until one has, claims take claim_plain.
+SELECT 1 FROM queues
+WHERE paused OR paused_until IS NOT NULL OR fair
+   OR concurrency IS NOT NULL OR rate_limit IS NOT NULL OR key_concurrency IS NOT NULL
+LIMIT 1
+
+-- name: claim_plain
+-- The claim while no queue has settings (the store reads queue_rules about once a second):
+-- claim below without its budgets, keys and turns, which cost a busy worker a fifth of its
+-- rate (docs/performance.md, "Flow control"). A queue given settings since is passed over
+-- (one primary-key probe per queue) until the store takes the full claim.
+-- The walk goes one (queue, priority) level at a time, as in claim: `levels` finds each
+-- queue's pending priorities with one jobs_pending probe per level, and each level is one
+-- range of jobs_pending whose due jobs (run_at <= :now) come before its future ones, read up
+-- to :limit rows; the cost is (levels + queues x limit) whatever the backlog. A pending job
+-- that still has a live lease is not taken: it was retried after a cancel while the
+-- cancelled run may still be going (never two runs at once).
+WITH RECURSIVE levels (queue, priority) AS (
+    SELECT q.name,
+           (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
+            WHERE c.queue = q.name AND c.status = 'pending')
+    FROM queues AS q
+    WHERE (:queues IS NULL OR q.name IN (SELECT value FROM json_each(:queues)))
+      AND q.paused = 0 AND q.paused_until IS NULL AND q.fair = 0
+      AND q.concurrency IS NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
+    UNION ALL
+    SELECT l.queue,
+           (SELECT max(c.priority) FROM jobs AS c INDEXED BY jobs_pending
+            WHERE c.queue = l.queue AND c.status = 'pending' AND c.priority < l.priority)
+    FROM levels AS l
+    WHERE l.priority IS NOT NULL
+)
+UPDATE jobs
+SET status           = 'processing',
+    attempts         = attempts + 1,
+    worker           = :worker,
+    started_at       = :now,
+    updated_at       = :now,
+    lease_expires_at = :lease_until,
+    progress         = NULL,
+    progress_message = NULL
+WHERE id IN (
+    SELECT j.id
+    FROM levels AS l
+    JOIN jobs AS j ON j.id IN (
+        SELECT c.id FROM jobs AS c INDEXED BY jobs_pending
+        WHERE c.queue = l.queue
+          AND c.status = 'pending'
+          AND c.priority = l.priority
+          AND c.run_at <= :now
+          AND (c.lease_expires_at IS NULL OR c.lease_expires_at < :lease_now)
+        ORDER BY c.run_at, c.id
+        LIMIT :limit
+    )
+    WHERE l.priority IS NOT NULL
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT :limit
+)
+RETURNING *
 
 -- name: claim
 -- Move up to :limit due pending jobs to processing under a fresh lease, highest priority
@@ -353,31 +504,105 @@ WHERE (:status IS NULL OR status = :status)
 ORDER BY id DESC
 LIMIT :limit
 
--- name: cancel
--- pending|processing → cancelled. A running job keeps its lease (worker, attempts and
--- deadline): its worker renews it until the run's code has stopped, and until then no
--- retry of the job can be claimed.
+-- name: cancel_many
+-- pending|processing → cancelled, for each id of the JSON array :ids (one id for `cancel`),
+-- only those still in :status when it is given (a bulk action's filter). A running job
+-- keeps its lease (worker, attempts and deadline): its worker renews it until the run's
+-- code has stopped, and until then no retry of the job can be claimed. `held`: a run holds
+-- the job, so its worker must be told (signal_cancel).
+-- A job waiting for dependencies waits no more (its held run_at comes back).
 UPDATE jobs
 SET status      = 'cancelled',
+    run_at      = coalesce(held_run_at, run_at),
+    held_run_at = NULL,
+    waiting_for = 0,
     finished_at = :now,
     updated_at  = :now
-WHERE id = :id
+WHERE id IN (SELECT value FROM json_each(:ids))
   AND status IN ('pending', 'processing')
-RETURNING *
+  AND (:status IS NULL OR status = :status)
+RETURNING id, lease_expires_at IS NOT NULL AS held
 
--- name: retry
--- failed|cancelled → pending, runnable now. attempts is kept (history), and max_attempts
--- is raised when needed so at least one more attempt runs. A lease left by a cancelled run
--- stays: the claim waits until that run has stopped or its lease has expired.
+-- name: retry_many
+-- failed|cancelled → pending, runnable now, for each id of the JSON array :ids (one id for
+-- `retry`), only those still in :status when it is given. attempts is kept (history), and
+-- max_attempts is raised when needed so at least one more attempt runs. A lease left by a
+-- cancelled run stays: the claim waits until that run has stopped or its lease has
+-- expired. A job whose unique_key an unfinished job holds is left as it is. Two of :ids
+-- with one key would both pass that test (neither is unfinished yet) and the second breaks
+-- the unique index: the store then runs the ids one at a time (retry_many in store.py).
 UPDATE jobs
 SET status       = 'pending',
     run_at       = :now,
     max_attempts = max(max_attempts, attempts + 1),
     finished_at  = NULL,
     updated_at   = :now
-WHERE id = :id
+WHERE id IN (SELECT value FROM json_each(:ids))
   AND status IN ('failed', 'cancelled')
-RETURNING *
+  AND (:status IS NULL OR status = :status)
+  AND (unique_key IS NULL
+       OR NOT EXISTS (SELECT 1 FROM jobs AS holder
+                      WHERE holder.unique_key = jobs.unique_key
+                        AND holder.unique_key IS NOT NULL
+                        AND holder.status IN ('pending', 'processing')))
+RETURNING id
+
+-- name: bulk_filter
+-- A fragment: the filter of a bulk action (SPEC §8), each clause only when given.
+(:queue IS NULL OR queue = :queue)
+AND (:type IS NULL OR type = :type)
+AND (:created_before IS NULL OR created_at < :created_before)
+
+-- name: bulk_bounds_pending
+-- The lowest and highest id of the pending jobs a bulk cancel matches: one walk of the
+-- partial index jobs_pending (a status literal, so that SQLite can use it). `id + 0`: min
+-- and max of the rowid itself would walk the table from its first (or last) row instead.
+SELECT min(id + 0) AS low, max(id + 0) AS high
+FROM jobs
+WHERE status = 'pending'
+  AND {{bulk_filter}}
+
+-- name: bulk_bounds_processing
+-- As bulk_bounds_pending, over the processing jobs (few: at most the fleet's slots).
+SELECT min(id + 0) AS low, max(id + 0) AS high
+FROM jobs
+WHERE status = 'processing'
+  AND {{bulk_filter}}
+
+-- name: bulk_bounds_retryable
+-- As bulk_bounds_pending, over the failed or cancelled jobs of :status (jobs_retryable).
+SELECT min(id) AS low, max(id) AS high
+FROM jobs INDEXED BY jobs_retryable
+WHERE status IN ('failed', 'cancelled')
+  AND status = :status
+  AND {{bulk_filter}}
+
+-- name: bulk_cancel_ids
+-- The next batch of a bulk cancel: up to :limit ids after :after (keyset), up to :upto,
+-- by the rowid, so a batch reads from where the previous one stopped; pending and processing
+-- jobs are mostly the newest rows, and the walk runs between the bounds above.
+SELECT id
+FROM jobs
+WHERE id > :after
+  AND id <= :upto
+  AND status = :status
+  AND {{bulk_filter}}
+ORDER BY id
+LIMIT :limit
+
+-- name: bulk_retry_ids
+-- The next batch of a bulk retry: up to :limit ids of :status after :after (keyset), up to
+-- :upto, from jobs_retryable (status, id), so a batch reads from where the previous one
+-- stopped, however many failed jobs of other queues or types lie before it.
+SELECT id
+FROM jobs INDEXED BY jobs_retryable
+WHERE status IN ('failed', 'cancelled')
+  AND status = :status
+  AND id > :after
+  AND id <= :upto
+  AND {{bulk_filter}}
+ORDER BY id
+LIMIT :limit
 
 -- name: prune
 -- Delete one batch of finished jobs of :status older than :cutoff, oldest first (batches
@@ -566,3 +791,13 @@ RETURNING *
 
 -- name: ping
 SELECT 1
+
+-- name: finished_among
+-- Conveyor.wait (conveyor/waiting.py): of the ids in :ids (a JSON array), the jobs that have
+-- finished, and a row of NULLs but `wanted` for an id that names no job (pruned meanwhile);
+-- one primary-key probe per id. Unfinished jobs, most of the ids most of the time, are left
+-- out, so a check that finds nothing reads no payload.
+SELECT wanted.value AS wanted, jobs.*
+FROM json_each(:ids) AS wanted
+LEFT JOIN jobs ON jobs.id = wanted.value
+WHERE jobs.id IS NULL OR jobs.status IN ('done', 'failed', 'cancelled')

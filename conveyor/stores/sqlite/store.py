@@ -11,10 +11,13 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Unpack
 
-from conveyor import jsontext
+from conveyor import dependencies, jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
 from conveyor.jobs import (
+    CANCELLABLE,
     QUEUE_SETTINGS,
+    RETRYABLE,
+    BulkFilter,
     EnqueueResult,
     Finish,
     FinishKind,
@@ -24,6 +27,7 @@ from conveyor.jobs import (
     JSONValue,
     LeaseRef,
     NewJob,
+    OnDependencyFailure,
     QueueChanges,
     QueueSettings,
     RateLimit,
@@ -34,7 +38,7 @@ from conveyor.jobs import (
 from conveyor.payloads import decode
 from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
-from conveyor.stores.base import Notifier, Store, prune_batches
+from conveyor.stores.base import FinishListener, Notifier, Store, id_batches, prune_batches
 from conveyor.stores.sqlite import clock
 from conveyor.stores.sqlite.connections import Connections
 
@@ -45,6 +49,9 @@ MIGRATIONS = sqlfile.migrations("conveyor.stores.sqlite")
 # BEGIN IMMEDIATE and short transactions, waiting is the right answer to contention,
 # and "database is locked" must never reach a user (see docs/architecture.md).
 BUSY_TIMEOUT_S = 60.0
+# How old the store's answer to "has any queue settings?" may be (claim or claim_plain):
+# workers see a new setting within about this long (SPEC §7: within a second).
+RULES_TTL_S = 1.0
 PRUNE_BATCH = 5000
 
 
@@ -54,6 +61,9 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    # A failed dependency's cancel cascades through its dependents by one nested firing of
+    # the jobs_settle_dependents trigger per level (migration 0007).
+    conn.execute("PRAGMA recursive_triggers = ON")
 
 
 def to_us(value: datetime) -> int:
@@ -99,7 +109,8 @@ def row_to_job(row: sqlite3.Row) -> Job:
         status=JobStatus(row["status"]),
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
-        run_at=from_us(row["run_at"]),  # type: ignore[arg-type]
+        # a job waiting for dependencies shows the run_at it asked for, not the held one
+        run_at=from_us(row["held_run_at"] or row["run_at"]),  # type: ignore[arg-type]
         unique_key=row["unique_key"],
         result=decode(row["result"]),
         last_error=row["last_error"],
@@ -111,7 +122,23 @@ def row_to_job(row: sqlite3.Row) -> Job:
         progress=row["progress"],
         progress_message=row["progress_message"],
         concurrency_key=row["concurrency_key"],
+        depends_on=_ids(row["depends_on"]),
+        on_dependency_failure=OnDependencyFailure(row["on_dependency_failure"]),
     )
+
+
+def _wait_again(conn: sqlite3.Connection, retried: list[int]) -> None:
+    """Retried jobs with dependencies wait again for those unfinished now (SPEC §8)."""
+    if not retried:
+        return
+    params = {"ids": jsontext.dumps(retried), "held": to_us(dependencies.WAITING_RUN_AT)}
+    for query in ("wait_again_edges", "wait_again_mark", "wait_again"):
+        conn.execute(Q[query], params)
+
+
+def _ids(text: str | None) -> tuple[int, ...]:
+    """A stored JSON array of ids, "[1,2]" (written by this store, so no general parse)."""
+    return tuple(int(i) for i in text[1:-1].split(",")) if text and text != "[]" else ()
 
 
 def row_to_queue(row: sqlite3.Row, now_us: int) -> QueueSettings:
@@ -149,6 +176,7 @@ class SqliteStore(Store):
         self._db = Connections(self.path, busy_timeout=BUSY_TIMEOUT_S, configure=_configure)
         self._write_lock = self._db.write_lock
         self._lease_clock_checked = False
+        self._rules: tuple[bool | None, float] = (None, 0.0)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -191,6 +219,11 @@ class SqliteStore(Store):
         from conveyor.stores.sqlite.notifier import SqliteNotifier
 
         return SqliteNotifier(self)
+
+    def finish_listener(self) -> FinishListener:
+        from conveyor.stores.sqlite.notifier import SqliteFinishListener
+
+        return SqliteFinishListener(self)
 
     # -- lifecycle -------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -244,7 +277,7 @@ class SqliteStore(Store):
             if not isinstance(connection, sqlite3.Connection):
                 raise TypeError("connection must be a sqlite3.Connection for a SQLite store")
             return self._insert(connection, job, _now_us(None), payload)
-        if job.unique_key is not None:
+        if job.unique_key is not None or job.depends_on:
             with self._write() as conn:  # insert-or-read-holder must be one transaction
                 return self._insert(conn, job, _now_us(None), payload)
         with self._db.autocommit() as conn:
@@ -254,14 +287,22 @@ class SqliteStore(Store):
         now = _now_us(None)
         payloads = decode_payloads(jobs)
         with self._write() as conn:
-            return [
-                self._insert(conn, job, now, payload)
-                for job, payload in zip(jobs, payloads, strict=True)
-            ]
+            results: list[EnqueueResult] = []
+            for job, payload in zip(jobs, payloads, strict=True):
+                earlier = tuple(results[i].job.id for i in job.depends_on_items)
+                results.append(self._insert(conn, job, now, payload, earlier))
+            return results
 
     def _insert(
-        self, conn: sqlite3.Connection, job: NewJob, now: int, payload: JSONValue
+        self,
+        conn: sqlite3.Connection,
+        job: NewJob,
+        now: int,
+        payload: JSONValue,
+        earlier: tuple[int, ...] = (),
     ) -> EnqueueResult:
+        if job.depends_on or earlier:
+            return self._insert_dependent(conn, job, now, sorted({*job.depends_on, *earlier}))
         run_at = to_us(job.run_at) if job.run_at is not None else now
         row = conn.execute(
             Q["enqueue"],
@@ -290,6 +331,61 @@ class SqliteStore(Store):
         inserted = job.as_inserted(row[0], run_at=run_at_dt, at=created, payload=payload)
         return EnqueueResult(inserted, created=True)
 
+    def _insert_dependent(
+        self, conn: sqlite3.Connection, job: NewJob, now: int, depends_on: list[int]
+    ) -> EnqueueResult:
+        """Insert a job with dependencies (SPEC §8) in the caller's write transaction."""
+        ids = jsontext.dumps(depends_on)
+        found = {
+            row["id"]: dependencies.Dependency(JobStatus(row["status"]), row["depth"])
+            for row in conn.execute(Q["read_dependencies"], {"ids": ids})
+        }
+        plan = dependencies.plan(tuple(depends_on), found, job.on_dependency_failure)
+        if job.unique_key is not None:  # the holder, as _insert returns it
+            holder = conn.execute(
+                Q["get_unfinished_by_unique_key"], {"unique_key": job.unique_key}
+            ).fetchone()
+            if holder is not None:
+                return EnqueueResult(row_to_job(holder), created=False)
+        run_at = to_us(job.run_at) if job.run_at is not None else now
+        waiting = len(plan.waiting_on)
+        row = conn.execute(
+            Q["enqueue_dependent"],
+            {
+                "type": job.type,
+                "queue": job.queue,
+                "payload": job.payload_json,
+                "priority": job.priority,
+                "max_attempts": job.max_attempts,
+                "run_at": to_us(dependencies.WAITING_RUN_AT) if waiting else run_at,
+                "held_run_at": run_at if waiting else None,
+                "unique_key": job.unique_key,
+                "concurrency_key": job.concurrency_key,
+                "depends_on": ids,
+                "on_dependency_failure": job.on_dependency_failure.value,
+                "waiting_for": waiting,
+                "depth": plan.depth,
+                "status": plan.status.value,
+                "last_error": plan.cancelled_by,
+                "finished_at": now if plan.cancelled_by is not None else None,
+                "now": now,
+            },
+        ).fetchone()
+        job_id = row[0]
+        if waiting:
+            waited = jsontext.dumps(plan.waiting_on)
+            conn.execute(Q["add_dependencies"], {"ids": waited, "job_id": job_id})
+            conn.execute(Q["mark_dependents"], {"ids": waited})
+        inserted = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
+        return EnqueueResult(row_to_job(inserted), created=True)
+
+    def dependency_jobs(self, job_id: int) -> list[Job]:
+        job = self.get_job(job_id)
+        if job is None or not job.depends_on:
+            return []
+        rows = self._read(Q["dependency_jobs"], {"ids": jsontext.dumps(list(job.depends_on))})
+        return [row_to_job(row) for row in rows]
+
     # -- workers -------------------------------------------------------------------------
     def claim(
         self,
@@ -304,7 +400,17 @@ class SqliteStore(Store):
             return []
         self._check_lease_clock()
         params = _claim_params(worker, queues, limit, lease, _clocks(now))
-        return _claimed(self._write_one(Q["claim"], params))
+        return _claimed(self._write_one(self._claim_query(), params))
+
+    def _claim_query(self) -> str:
+        """claim_plain while no queue has settings, else claim; read again when the answer
+        is older than RULES_TTL_S."""
+        restricted, read_at = self._rules
+        now = time.monotonic()
+        if restricted is None or now - read_at > RULES_TTL_S:
+            restricted = bool(self._read(Q["queue_rules"]))
+            self._rules = (restricted, now)
+        return Q["claim"] if restricted else Q["claim_plain"]
 
     def heartbeat(
         self,
@@ -357,10 +463,11 @@ class SqliteStore(Store):
             return {}, self.claim(worker=worker, queues=queues, limit=limit, lease=lease, now=now)
         self._check_lease_clock()
         clocks = _clocks(now)
+        query = self._claim_query()
         with self._write() as conn:
             applied = _finish(conn, finishes, clocks[0])
             rows = (
-                conn.execute(Q["claim"], _claim_params(worker, queues, limit, lease, clocks))
+                conn.execute(query, _claim_params(worker, queues, limit, lease, clocks))
                 if limit > 0
                 else []
             )
@@ -409,6 +516,10 @@ class SqliteStore(Store):
         rows = self._read(Q["get_job"], {"id": job_id})
         return row_to_job(rows[0]) if rows else None
 
+    def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
+        rows = self._read(Q["finished_among"], {"ids": jsontext.dumps(list(job_ids))})
+        return {row["wanted"]: None if row["id"] is None else row_to_job(row) for row in rows}
+
     def list_jobs(self, query: JobFilter) -> list[Job]:
         rows = self._read(
             Q["list_jobs"],
@@ -424,23 +535,16 @@ class SqliteStore(Store):
 
     def cancel(self, job_id: int, *, now: datetime | None = None) -> Job:
         with self._write() as conn:
-            row = conn.execute(Q["cancel"], {"id": job_id, "now": _now_us(now)}).fetchone()
-            if row is None:
+            if not self._cancel_ids(conn, [job_id], _now_us(now)):
                 self._explain_refusal(conn, job_id, "cancel")
-            if row["lease_expires_at"] is not None:  # a run holds it: tell its worker
-                conn.execute(Q["signal_cancel"])
+            row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
         return row_to_job(row)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
         with self._write() as conn:
-            try:
-                row = conn.execute(Q["retry"], {"id": job_id, "now": _now_us(now)}).fetchone()
-            except sqlite3.IntegrityError:
-                raise InvalidTransition(
-                    f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
-                ) from None
-            if row is None:
+            if not self._retry_ids(conn, [job_id], _now_us(now)):
                 self._explain_refusal(conn, job_id, "retry")
+            row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
         return row_to_job(row)
 
     @staticmethod
@@ -448,7 +552,86 @@ class SqliteStore(Store):
         current = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
         if current is None:
             raise JobNotFound(f"job {job_id} not found")
+        if action == "retry":
+            for row in conn.execute(Q["retry_blocked"], {"ids": jsontext.dumps([job_id])}):
+                raise InvalidTransition(
+                    f"job {job_id} cannot be retried: its dependency {row['dependency']} is "
+                    f"{row['status']}; retry that first"
+                )
+        if action == "retry" and JobStatus(current["status"]) in RETRYABLE:
+            raise InvalidTransition(
+                f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
+            )
         raise InvalidTransition(f"job {job_id} is {current['status']}: cannot {action} it")
+
+    def cancel_many(
+        self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None
+    ) -> list[int]:
+        now_us, cancelled = _now_us(now), []
+        for batch in id_batches(ids):
+            with self._write() as conn:  # one short write transaction per batch
+                cancelled += self._cancel_ids(conn, batch, now_us, status)
+        return cancelled
+
+    def retry_many(
+        self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None
+    ) -> list[int]:
+        now_us, retried = _now_us(now), []
+        for batch in id_batches(ids):
+            with self._write() as conn:
+                retried += self._retry_ids(conn, batch, now_us, status)
+        return retried
+
+    @staticmethod
+    def _cancel_ids(
+        conn: sqlite3.Connection, ids: Sequence[int], now_us: int, status: JobStatus | None = None
+    ) -> list[int]:
+        """pending|processing → cancelled for `ids` (only those in `status`, when given), in
+        the caller's write transaction: the one cancel statement of `cancel`, `cancel_many`
+        and bulk cancels. Tells the workers of runs that held a cancelled job. Returns the ids
+        cancelled, ascending."""
+        params = {"ids": jsontext.dumps(list(ids)), "now": now_us, "status": _value(status)}
+        rows = conn.execute(Q["cancel_many"], params).fetchall()
+        if any(row["held"] for row in rows):  # a run holds one: tell every worker process
+            conn.execute(Q["signal_cancel"])
+        return sorted(row["id"] for row in rows)
+
+    @staticmethod
+    def _retry_ids(
+        conn: sqlite3.Connection, ids: Sequence[int], now_us: int, status: JobStatus | None = None
+    ) -> list[int]:
+        """failed|cancelled → pending for `ids` (only those in `status`, when given), in the
+        caller's write transaction: the one retry statement of `retry`, `retry_many` and bulk
+        retries. A job whose unique_key an unfinished job holds is skipped. Returns the ids
+        retried, ascending."""
+        blocked = {
+            row["id"]
+            for row in conn.execute(Q["retry_blocked"], {"ids": jsontext.dumps(list(ids))})
+        }
+        ids = [job_id for job_id in ids if job_id not in blocked]
+        params = {"ids": jsontext.dumps(list(ids)), "now": now_us, "status": _value(status)}
+        try:
+            rows = conn.execute(Q["retry_many"], params).fetchall()
+        except sqlite3.IntegrityError:
+            # Two of `ids` share a unique_key. The failed statement was undone (the
+            # transaction goes on); one id at a time, each sees the key the ones before took.
+            rows = []
+            for job_id in ids:
+                one = {**params, "ids": jsontext.dumps([job_id])}
+                rows += conn.execute(Q["retry_many"], one).fetchall()
+        retried = sorted(row["id"] for row in rows)
+        _wait_again(conn, retried)
+        return retried
+
+    def bulk_bounds(self, query: BulkFilter) -> tuple[int, int] | None:
+        name = _BULK_BOUNDS.get(query.status, "bulk_bounds_retryable")
+        row = self._read(Q[name], _bulk_params(query))[0]
+        return None if row["low"] is None else (row["low"], row["high"])
+
+    def bulk_ids(self, query: BulkFilter, *, after: int, upto: int, limit: int) -> list[int]:
+        name = "bulk_cancel_ids" if query.status in CANCELLABLE else "bulk_retry_ids"
+        params = {**_bulk_params(query), "after": after, "upto": upto, "limit": limit}
+        return [row["id"] for row in self._read(Q[name], params)]
 
     def prune(
         self,
@@ -524,6 +707,7 @@ class SqliteStore(Store):
         process sees the commit (data_version) and claims again."""
         now = _now_us(None)
         (row,) = self._write_one(Q[query], {**params, "now": now})
+        self._rules = (None, 0.0)  # this process's own claims see it at once
         return row_to_queue(row, now)
 
     # -- periodic jobs ---------------------------------------------------------------------
@@ -601,6 +785,28 @@ class SqliteStore(Store):
         except sqlite3.OperationalError:
             return 0
         return 0 if row is None else int(row[0])
+
+
+# The bounds statement of a bulk cancel per status: each names its status as a literal, so
+# that SQLite reads the status's own partial index.
+_BULK_BOUNDS = {
+    JobStatus.PENDING: "bulk_bounds_pending",
+    JobStatus.PROCESSING: "bulk_bounds_processing",
+}
+
+
+def _bulk_params(query: BulkFilter) -> dict[str, object]:
+    before = query.created_before
+    return {
+        "status": query.status.value,
+        "queue": query.queue,
+        "type": query.type,
+        "created_before": None if before is None else to_us(before),
+    }
+
+
+def _value(status: JobStatus | None) -> str | None:
+    return None if status is None else status.value
 
 
 def _periodic_state(row: sqlite3.Row) -> PeriodicState:
