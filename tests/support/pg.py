@@ -49,3 +49,4 @@ def truncate(url: str) -> None:
         conn.execute("TRUNCATE periodic")  # periodic jobs' schedules (SPEC §7)
         conn.execute("TRUNCATE queues, queue_starts")  # queue settings and rate windows (§7)
         conn.execute("TRUNCATE leaders")  # who leads retention (§7): killed workers' rows
+        conn.execute("TRUNCATE finish_listeners")  # sessions waiting for results (§8)

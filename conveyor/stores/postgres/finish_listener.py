@@ -71,6 +71,7 @@ class PostgresFinishListener(FinishListener):
             raise StoreUnavailable(f"PostgreSQL at {self._where}: {first_line(exc)}") from None
         try:
             conn.execute(Q["listen_finished"])
+            conn.execute(Q["add_finish_listener"])  # finishing statements notify from now on
         except psycopg.Error as exc:
             conn.close()
             raise StoreUnavailable(f"PostgreSQL at {self._where}: {first_line(exc)}") from None
@@ -131,5 +132,7 @@ class PostgresFinishListener(FinishListener):
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.execute(Q["remove_finish_listener"])
             with contextlib.suppress(Exception):
                 conn.close()

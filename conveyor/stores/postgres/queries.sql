@@ -731,13 +731,15 @@ finished AS (
 -- name: told_finished
 -- Fragment: a scalar subquery that tells the processes waiting for results (app.wait,
 -- GET /jobs/{id}?wait=) which jobs of `finished` ended: one NOTIFY conveyor_finished per
--- 400 ids (the payload's limit is 8000 bytes), not one per job. Evaluated once per
--- statement, when the statement returns a row.
+-- 400 ids (the payload's limit is 8000 bytes), not one per job, and none while no session
+-- listens (finish_listeners: a NOTIFY serialises the commits of concurrent finishers).
+-- Evaluated once per statement, when the statement returns a row.
 (SELECT count(pg_notify('conveyor_finished', ids))
  FROM (SELECT string_agg(id::text, ',') AS ids
        FROM (SELECT id, (row_number() OVER ()) / 400 AS chunk
              FROM finished
-             WHERE applies AND status IN ('done', 'failed')) AS ended
+             WHERE applies AND status IN ('done', 'failed')
+               AND EXISTS (SELECT 1 FROM finish_listeners)) AS ended
        GROUP BY chunk) AS notices)
 
 -- name: finish_many
@@ -817,6 +819,11 @@ WITH expired AS MATERIALIZED (
     ORDER BY lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+-- listeners of sessions that are gone (their process was killed) stop costing NOTIFYs
+gone AS (
+    DELETE FROM finish_listeners
+    WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = finish_listeners.pid)
 ),
 recovered AS (
     UPDATE jobs
@@ -1234,5 +1241,17 @@ WHERE jobs.id IS NULL OR jobs.status IN ('done', 'failed', 'cancelled')
 
 -- name: listen_finished
 -- The waiters' listener (finish_listener.py): every statement that finishes jobs notifies
--- their ids on this channel, comma-separated.
+-- their ids on this channel, comma-separated, while finish_listeners has a row.
 LISTEN conveyor_finished
+
+-- name: add_finish_listener
+-- After LISTEN: from now on finishing statements notify. Rows of sessions that are gone go.
+WITH gone AS (
+    DELETE FROM finish_listeners
+    WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = finish_listeners.pid)
+)
+INSERT INTO finish_listeners (pid) VALUES (pg_backend_pid())
+ON CONFLICT (pid) DO NOTHING
+
+-- name: remove_finish_listener
+DELETE FROM finish_listeners WHERE pid = pg_backend_pid()

@@ -287,8 +287,13 @@ class SqliteStore(Store):
         now = _now_us(None)
         payloads = decode_payloads(jobs)
         with self._write() as conn:
+            if not any(job.depends_on_items for job in jobs):
+                return [
+                    self._insert(conn, job, now, payload)
+                    for job, payload in zip(jobs, payloads, strict=True)
+                ]
             results: list[EnqueueResult] = []
-            for job, payload in zip(jobs, payloads, strict=True):
+            for job, payload in zip(jobs, payloads, strict=True):  # "@i": an inserted job
                 earlier = tuple(results[i].job.id for i in job.depends_on_items)
                 results.append(self._insert(conn, job, now, payload, earlier))
             return results
