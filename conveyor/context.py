@@ -30,7 +30,9 @@ class JobContext:
         self.job = job
         self._on_progress = on_progress
         self._read_dependencies = read_dependencies
-        self._cancelled = threading.Event()
+        # a plain flag: set once by the worker, read by the task's thread (an Event per job
+        # cost the worker more than the rest of the context)
+        self._cancelled = False
         self._lock = threading.Lock()
         self._progress: tuple[float, str | None] | None = None
 
@@ -53,11 +55,11 @@ class JobContext:
         """True once the run should stop: an operator cancelled the job (within about a
         second; it ends `cancelled` whatever the task returns), or the worker is handing it
         back at shutdown, or lost its lease. A long sync task should check it and return."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Called by the worker when the job was cancelled."""
-        self._cancelled.set()
+        self._cancelled = True
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the task got (0 to 1) and what it is doing; stored on the job

@@ -17,8 +17,10 @@ from psycopg.rows import dict_row, tuple_row
 from conveyor import dependencies, jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
 from conveyor.jobs import (
+    POLICIES,
     QUEUE_SETTINGS,
     RETRYABLE,
+    STATUSES,
     BulkFilter,
     EnqueueResult,
     Finish,
@@ -29,7 +31,6 @@ from conveyor.jobs import (
     JSONValue,
     LeaseRef,
     NewJob,
-    OnDependencyFailure,
     QueueChanges,
     QueueSettings,
     RateLimit,
@@ -99,7 +100,7 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         queue=row["queue"],
         payload=row["payload"],
         priority=row["priority"],
-        status=JobStatus(row["status"]),
+        status=STATUSES[row["status"]],
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
         # a job waiting for dependencies shows the run_at it asked for, not the held one
@@ -116,7 +117,7 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         progress_message=row["progress_message"],
         concurrency_key=row["concurrency_key"],
         depends_on=tuple(row["depends_on"] or ()),
-        on_dependency_failure=OnDependencyFailure(row["on_dependency_failure"]),
+        on_dependency_failure=POLICIES[row["on_dependency_failure"]],
     )
 
 

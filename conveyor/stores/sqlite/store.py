@@ -15,8 +15,10 @@ from conveyor import dependencies, jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
 from conveyor.jobs import (
     CANCELLABLE,
+    POLICIES,
     QUEUE_SETTINGS,
     RETRYABLE,
+    STATUSES,
     BulkFilter,
     EnqueueResult,
     Finish,
@@ -27,7 +29,6 @@ from conveyor.jobs import (
     JSONValue,
     LeaseRef,
     NewJob,
-    OnDependencyFailure,
     QueueChanges,
     QueueSettings,
     RateLimit,
@@ -106,7 +107,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         queue=row["queue"],
         payload=decode(row["payload"]),
         priority=row["priority"],
-        status=JobStatus(row["status"]),
+        status=STATUSES[row["status"]],
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
         # a job waiting for dependencies shows the run_at it asked for, not the held one
@@ -123,7 +124,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         progress_message=row["progress_message"],
         concurrency_key=row["concurrency_key"],
         depends_on=_ids(row["depends_on"]),
-        on_dependency_failure=OnDependencyFailure(row["on_dependency_failure"]),
+        on_dependency_failure=POLICIES[row["on_dependency_failure"]],
     )
 
 
