@@ -85,7 +85,9 @@ def test_bad_waits_are_422_and_absent_jobs_404_at_once(client, producer):
     response = client.get(f"/jobs/{job.id + 1000}", params={"wait": 30})
     assert response.status_code == 404
     assert response.json() == {"detail": f"job {job.id + 1000} not found"}
-    assert time.monotonic() - began < 1
+    # at once, not after the 30 s asked for (the bound leaves room for the first wait's
+    # listener to connect on a loaded machine: it took 1.02 s once in CI)
+    assert time.monotonic() - began < 5
     assert client.get(f"/jobs/{job.id}").json()["status"] == "pending", "nothing changed"
 
 
