@@ -114,8 +114,13 @@ FROM (SELECT job.id, count(*) AS n
 WHERE jobs.id = unfinished.id
 
 -- name: dependency_jobs
--- A job's dependencies (ctx.dependencies()), in id order.
-SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id
+-- A job's dependencies (ctx.dependencies()), in id order, read from its depends_on.
+SELECT dep.*
+FROM jobs AS job
+CROSS JOIN json_each(job.depends_on) AS ref
+CROSS JOIN jobs AS dep ON dep.id = ref.value
+WHERE job.id = :id
+ORDER BY dep.id
 
 -- name: get_unfinished_by_unique_key
 SELECT * FROM jobs

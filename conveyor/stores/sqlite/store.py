@@ -386,11 +386,7 @@ class SqliteStore(Store):
         return EnqueueResult(row_to_job(inserted), created=True)
 
     def dependency_jobs(self, job_id: int) -> list[Job]:
-        job = self.get_job(job_id)
-        if job is None or not job.depends_on:
-            return []
-        rows = self._read(Q["dependency_jobs"], {"ids": jsontext.dumps(list(job.depends_on))})
-        return [row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in self._read(Q["dependency_jobs"], {"id": job_id})]
 
     # -- workers -------------------------------------------------------------------------
     def claim(
