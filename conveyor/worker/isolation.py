@@ -382,21 +382,24 @@ class ChildPool:
             context = None
         run = _Run((task.name, task.func.__module__, args, kwargs, job), context)
         loop = asyncio.get_running_loop()
+        scope: asyncio.Timeout | None = None
+        live = True
+        if timeout is not None:
+            # The timeout counts from when a child has the job: starting a child (the first
+            # one also starts the fork server) is not the task's time. Set before the thread
+            # starts, which may send at once to an idle child; `arm` runs on the loop, after
+            # this coroutine has entered the scope below.
+            def arm() -> None:
+                if live and scope is not None and not scope.expired():
+                    scope.reschedule(loop.time() + timeout)
+
+            run.on_sent = lambda: loop.call_soon_threadsafe(arm)
         future: Future[object] = self._executor().submit(self._exchange, run)
         waiter = asyncio.wrap_future(future)
         # retrieved even when nobody awaits it any more (a cancelled call)
         waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             async with asyncio.timeout(None) as scope:
-                live = True
-                if timeout is not None:
-                    # The timeout counts from when a child has the job: starting a child
-                    # (the first one also starts the fork server) is not the task's time.
-                    def arm() -> None:
-                        if live and not scope.expired():
-                            scope.reschedule(loop.time() + timeout)
-
-                    run.on_sent = lambda: loop.call_soon_threadsafe(arm)
                 try:
                     reply = await asyncio.shield(waiter)  # the shield keeps `future` running
                 finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from concurrent.futures import Future
 from datetime import timedelta
@@ -122,6 +123,25 @@ def test_a_timeout_kills_the_child_and_frees_its_slot():
         assert await call(pool, "echo", 2) == 2
 
     with_pool(body)
+
+
+def test_the_timeout_holds_when_an_idle_child_takes_the_job_at_once():
+    # the thread may hand the job to a warm child before the loop has armed the timeout:
+    # the timeout must be armed all the same, never left to run forever
+    async def body(pool: ChildPool) -> None:
+        for seq in range(20):
+            await call(pool, "echo", seq)  # an idle child is ready for the next call
+            begin = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call(pool, "hang", seq, timeout=0.2), 10)
+            assert time.monotonic() - begin < 5, "the call's own timeout, not the test's"
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the thread run as soon as it is started
+    try:
+        with_pool(body)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_cancelling_a_call_kills_the_child_and_reports_when_it_is_dead():
