@@ -156,7 +156,7 @@ def test_fair_share_serves_a_small_tenant_beside_a_big_one(fair, workers, produc
     producer.configure_queue("shared", fair=fair)
     big = producer.enqueue_many(
         [{"type": "record", "payload": {"seq": n}, "queue": "shared", "concurrency_key": "A"}
-         for n in range(5000)]
+         for n in range(1500)]
     )  # fmt: skip
     for _ in range(2):
         workers.start(*WORKER)

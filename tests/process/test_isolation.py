@@ -100,9 +100,11 @@ def test_an_isolated_task_past_its_timeout_is_killed_and_its_slot_reused_at_once
     [(_, pid, began)] = started(workers, 1)
     assert not alive(int(pid)), "the child that ran past its timeout is gone"
     assert finished(producer, after.id).status == "done"
-    # one slot: the next job could start only once the hung one was stopped
+    # one slot: the next job could start only once the hung one was stopped. The timeout
+    # counts from when the worker handed the job over, a little before the child's own
+    # start record (tens of ms on a loaded machine): hence the 0.2 s below the second.
     next_start = float(started(workers, 2)[0][2])
-    assert float(began) + 1 < next_start < float(began) + 1 + 1.0, (began, next_start)
+    assert float(began) + 0.8 < next_start < float(began) + 1 + 1.0, (began, next_start)
     assert proc.poll() is None
     no_traceback(workers)
 

@@ -258,7 +258,9 @@ def test_wait_async_holds_no_thread_and_leaves_the_loop_running(app, loop):
     found, late = LOOPS[loop](main())
     assert [job.id for job in found] == [job.id for job in jobs]
     assert {job.status for job in found} == {JobStatus.DONE}
-    assert max(late) < 0.05, late
+    # a wait that blocked the loop would hold a tick for as long as the wait (seconds); a
+    # loaded machine makes some tick tens of ms late on its own
+    assert max(late) < 0.25, late
 
 
 def test_wait_async_times_out_and_forgets_its_waiter(app):
