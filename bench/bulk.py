@@ -89,8 +89,10 @@ def fail_all(url: str, queue: str) -> None:
         now = time.time_ns() // 1000
         with conn:
             conn.execute(
+                # run_at in the SET list: the counts' triggers fire on it (migration 0011)
                 "UPDATE jobs SET status = 'failed', attempts = 1, max_attempts = 1,"
-                " last_error = 'bench', finished_at = ?, updated_at = ? WHERE queue = ?",
+                " run_at = run_at, last_error = 'bench', finished_at = ?, updated_at = ?"
+                " WHERE queue = ?",
                 (now, now, queue),
             )
         conn.close()

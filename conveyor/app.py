@@ -14,8 +14,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, Unpack, overload
 
+from conveyor import fleet, tracing
 from conveyor.backoff import BackoffPolicy, exponential_backoff
 from conveyor.errors import InvalidJob, JobNotFound, UnknownTask
+from conveyor.fleet import WorkerInfo
 from conveyor.jobs import (
     FINISHED,
     LIST_LIMIT_DEFAULT,
@@ -77,10 +79,19 @@ T = TypeVar("T")
 
 class Conveyor:
     """`Conveyor()` reads DATABASE_URL (environment, then .env); `Conveyor(url)` is explicit.
-    Connects on first use; `close()` (or leaving a `with` block) releases connections."""
+    Connects on first use; `close()` (or leaving a `with` block) releases connections.
+    `listen_database_url` (else LISTEN_DATABASE_URL): PostgreSQL's connection for wake-ups
+    when the URL reaches a transaction-mode pooler (SPEC §10)."""
 
-    def __init__(self, database_url: str | None = None, *, max_attempts: int | None = None):
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        max_attempts: int | None = None,
+        listen_database_url: str | None = None,
+    ):
         self._url = database_url
+        self._listen_url = listen_database_url
         self._default_max_attempts = max_attempts
         self._store: Store | None = None
         self._lock = threading.Lock()
@@ -117,11 +128,27 @@ class Conveyor:
         is given on the command line (SPEC §3 "Which database")."""
         return self._url is not None and not self._url_from_environment
 
+    @property
+    def listen_database_url(self) -> str | None:
+        """The connection for LISTEN the app was built (or configured) with, else
+        LISTEN_DATABASE_URL (environment, then .env), read once; None when neither is set."""
+        if self._listen_url is None:
+            self._listen_url = Settings().listen_database_url or ""
+        return self._listen_url or None
+
     def configure(
-        self, *, database_url: str | None = None, max_attempts: int | None = None
+        self,
+        *,
+        database_url: str | None = None,
+        max_attempts: int | None = None,
+        listen_database_url: str | None = None,
     ) -> None:
-        """Override settings before first use: the CLI passes --database-url and
-        --max-attempts when they are given on the command line, and only then."""
+        """Override settings before first use: the CLI passes --database-url,
+        --max-attempts and --listen-database-url when they are given on the command line,
+        and only then."""
+        if listen_database_url is not None and listen_database_url != self._listen_url:
+            self.close()
+            self._listen_url = listen_database_url
         if database_url is not None and database_url != self._url:
             self.close()
             self._url = database_url
@@ -144,7 +171,7 @@ class Conveyor:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    store = open_store(self.database_url)
+                    store = open_store(self.database_url, listen_url=self.listen_database_url)
                     try:
                         if store.schema_version() < store.latest_version:
                             store.migrate()
@@ -424,8 +451,15 @@ class Conveyor:
         ).job
 
     def enqueue_job(self, job: NewJob, *, connection: object | None = None) -> EnqueueResult:
-        """Insert an already validated job; returns the store's EnqueueResult."""
-        result = self.store.enqueue(job, connection=connection)
+        """Insert an already validated job; returns the store's EnqueueResult. In a process
+        that traces, in a span of its own whose context the job carries (conveyor/spans.py)."""
+        spans = tracing.spans()
+        if spans is None:
+            result = self.store.enqueue(job, connection=connection)
+        else:
+            with spans.enqueue([job]) as span:
+                result = self.store.enqueue(span.traced(job), connection=connection)
+                span.enqueued([result])
         if connection is None and result.created:
             self._woken()
         return result
@@ -482,7 +516,13 @@ class Conveyor:
         jobs = self.build_many(items)
         if not jobs:
             return []
-        results = self.store.enqueue_many(jobs)
+        spans = tracing.spans()
+        if spans is None:
+            results = self.store.enqueue_many(jobs)
+        else:
+            with spans.enqueue(jobs, batch=True) as span:
+                results = self.store.enqueue_many([span.traced(job) for job in jobs])
+                span.enqueued(results)
         if any(r.created for r in results):
             self._woken()
         return [r.job for r in results]
@@ -617,6 +657,22 @@ class Conveyor:
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers and can take writes (/readyz)."""
         self.store.ping()
+
+    # -- fleet observability (SPEC §9): conveyor/fleet.py ---------------------------------------
+    def workers(self) -> list[WorkerInfo]:
+        """The live worker processes in the store's registry, by id."""
+        return self.store.list_workers()
+
+    def overview(self) -> dict[str, Any]:
+        """The dashboard's overview (GET /overview): counts by queue and status, attempts
+        finished, failed and retried per minute over the last hour, queue wait and run time
+        p50/p95 over the last 5 minutes, the live workers. Read from counts, aggregates and
+        the registry: its cost does not grow with the finished jobs the store holds."""
+        now = utcnow()
+        since = now - timedelta(minutes=fleet.HOUR_MINUTES - 1)
+        return fleet.overview(
+            self.store.stats(), self.store.minute_stats(since), self.store.list_workers(), now
+        )
 
     # -- queue settings (SPEC §7): held in the store, for the whole fleet, changed while it runs
     def queues(self) -> list[QueueSettings]:

@@ -88,6 +88,8 @@ class Job:
     concurrency_key: str | None = None  # key_concurrency and fair share (SPEC §7)
     depends_on: tuple[int, ...] = ()  # SPEC §8: pending until these have finished
     on_dependency_failure: OnDependencyFailure = OnDependencyFailure.CANCEL
+    # the enqueuing code's trace context (conveyor/spans.py); not one of SPEC's job fields
+    trace_context: str | None = None
 
     def lease_ref(self) -> LeaseRef:
         """The fencing token of the claim that produced this job record."""
@@ -142,6 +144,7 @@ class NewJob:
     # positions of earlier items of the same batch (SPEC §8 "@i"), resolved by the store
     depends_on_items: tuple[int, ...] = ()
     on_dependency_failure: OnDependencyFailure = OnDependencyFailure.CANCEL
+    trace_context: str | None = None  # set by the enqueue's span (conveyor/spans.py)
 
     @property
     def has_dependencies(self) -> bool:
@@ -171,6 +174,7 @@ class NewJob:
             finished_at=None,
             concurrency_key=self.concurrency_key,
             on_dependency_failure=self.on_dependency_failure,
+            trace_context=self.trace_context,
         )
 
 

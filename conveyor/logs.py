@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from conveyor import tracing
+
 # Field order of a job line; the slot name (`worker`) is shown as the [WORKER-n] prefix.
 _FIELDS = ("job", "type", "priority", "attempt", "status", "duration", "error", "retry_in")
 
@@ -90,7 +92,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, msg, then the job fields."""
+    """One JSON object per line: ts, level, msg, `trace_id` and `span_id` while an
+    OpenTelemetry span is active, then the job fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -99,6 +102,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "logger": record.name,
         }
+        ids = tracing.log_ids()  # the current span's; a line's own fields take precedence
+        if ids is not None:
+            out.update(ids)
         out.update(getattr(record, "conveyor", None) or {})
         if isinstance(out.get("duration"), float):
             out["duration"] = round(out["duration"], 6)

@@ -14,7 +14,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import StoreFileReplaced, StoreUnavailable
 from conveyor.loader import load_app
 from conveyor.metrics import Metrics
-from conveyor.settings import Settings, redact_url
+from conveyor.settings import DEFAULT_POLL_INTERVAL, Settings, redact_url
 from conveyor.stores import Store, open_store
 from conveyor.worker import PoolConfig, WorkerPool
 from conveyor.worker.isolation import IsolationConfig
@@ -32,6 +32,9 @@ def configured_app(settings: Settings) -> Conveyor:
     app.configure(
         database_url=settings.database_url if "database_url" in settings.flags else None,
         max_attempts=settings.max_attempts if "max_attempts" in settings.flags else None,
+        listen_database_url=(
+            settings.listen_database_url if "listen_database_url" in settings.flags else None
+        ),
     )
     return app
 
@@ -104,10 +107,33 @@ def log_store(app: Conveyor, settings: Settings) -> None:
         )
 
 
-def pool_config(settings: Settings) -> PoolConfig:
+def log_wakeups(app: Conveyor, settings: Settings) -> None:
+    """SPEC §10: a worker that cannot be woken says so at start, with how often it polls;
+    one through LISTEN_DATABASE_URL says where it listens (password hidden)."""
+    if not app.store.listens:
+        log.info(
+            "wake-ups: none through the pooler (?pooler=transaction, no LISTEN_DATABASE_URL): "
+            "polling every %gs",
+            fetch_interval(settings, listens=False),
+        )
+    elif app.listen_database_url is not None and app.database_url.startswith("postgres"):
+        log.info("wake-ups: LISTEN at %s", redact_url(app.listen_database_url))
+
+
+def fetch_interval(settings: Settings, *, listens: bool) -> float:
+    """--fetch-interval (--poll-interval) as given, else its default: DEFAULT_POLL_INTERVAL
+    when nothing wakes the workers (the store `listens` not), DEFAULT_FETCH_INTERVAL
+    otherwise."""
+    if "fetch_interval" in settings.model_fields_set or listens:
+        return settings.fetch_interval
+    return DEFAULT_POLL_INTERVAL
+
+
+def pool_config(settings: Settings, *, listens: bool = True) -> PoolConfig:
+    """The worker pool's settings; `listens`: whether the store wakes idle workers."""
     return PoolConfig(
         concurrency=settings.workers,
-        fetch_interval=settings.fetch_interval,
+        fetch_interval=fetch_interval(settings, listens=listens),
         fetch_limit=settings.fetch_limit,
         queues=settings.queue_list,
         lease=settings.lease,
@@ -144,9 +170,11 @@ def run_worker(settings: Settings) -> int:
     """`conveyor worker`. Logging is the caller's: the CLI sets it up (conveyor.logs)."""
     app = prepare_app(settings)
     log_store(app, settings)
+    log_wakeups(app, settings)
+    config = pool_config(settings, listens=app.store.listens)
 
     async def main(stop: asyncio.Event, hurry: asyncio.Event) -> None:
-        await WorkerPool(app, pool_config(settings), metrics=Metrics()).run(stop, hurry)
+        await WorkerPool(app, config, metrics=Metrics()).run(stop, hurry)
 
     return _run(app, main)
 
@@ -155,6 +183,8 @@ def run_serve(settings: Settings) -> int:
     """`conveyor serve`: the HTTP API and (unless --workers 0) a worker pool, one process."""
     app = prepare_app(settings)
     log_store(app, settings)
+    if settings.workers:
+        log_wakeups(app, settings)
 
     async def main(stop: asyncio.Event, hurry: asyncio.Event) -> None:
         await serve(app, settings, stop, hurry=hurry)
@@ -192,7 +222,8 @@ async def serve(
             shutdown_timeout=settings.shutdown_timeout,
             on_started=lambda: log.info("Conveyor serving on %s", url),
         )
-        pool = WorkerPool(app, pool_config(settings), metrics=metrics) if settings.workers else None
+        config = pool_config(settings, listens=app.store.listens)
+        pool = WorkerPool(app, config, metrics=metrics) if settings.workers else None
     except BaseException:
         sock.close()
         raise

@@ -19,6 +19,9 @@ DEFAULT_DATABASE_URL = "sqlite:///conveyor.db"
 DEFAULT_APP = "conveyor.demo:app"
 DEFAULT_WORKERS = 5
 DEFAULT_FETCH_INTERVAL = 5.0  # seconds
+# SPEC §10: the fetch interval's default when nothing can wake the fetchers (a URL declared
+# `?pooler=transaction` without LISTEN_DATABASE_URL): they poll.
+DEFAULT_POLL_INTERVAL = 0.5  # seconds
 DEFAULT_FETCH_LIMIT = 10
 DEFAULT_LEASE = 30.0  # seconds
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0  # seconds
@@ -46,12 +49,19 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias=_env("DATABASE_URL"))
+    # SPEC §10: a direct (or session-mode) connection for LISTEN when DATABASE_URL reaches a
+    # transaction-mode pooler
+    listen_database_url: str | None = Field(None, validation_alias=_env("LISTEN_DATABASE_URL"))
     app: str = Field(DEFAULT_APP, validation_alias=AliasChoices("app", "CONVEYOR_APP"))
     workers: int = Field(
         DEFAULT_WORKERS, ge=0, le=10_000, validation_alias=AliasChoices("workers", "WORKER_COUNT")
     )
+    # SPEC §10 calls it the poll interval (--poll-interval, POLL_INTERVAL): one setting
     fetch_interval: float = Field(
-        DEFAULT_FETCH_INTERVAL, gt=0, le=3600, validation_alias=_env("FETCH_INTERVAL")
+        DEFAULT_FETCH_INTERVAL,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("fetch_interval", "FETCH_INTERVAL", "POLL_INTERVAL"),
     )
     fetch_limit: int = Field(
         DEFAULT_FETCH_LIMIT, ge=1, le=10_000, validation_alias=_env("FETCH_LIMIT")

@@ -30,7 +30,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import __doc__ as conveyor_doc
-from conveyor.api import auth, jobs, security, system
+from conveyor.api import auth, jobs, overview, security, system, workers
 from conveyor.api import periodic as periodic_routes
 from conveyor.api import queues as queue_routes
 from conveyor.api.limits import BodyLimitMiddleware
@@ -45,6 +45,7 @@ from conveyor.errors import (
     StoreUnavailable,
     UnknownTask,
 )
+from conveyor.fleet import package_version
 from conveyor.metrics import Metrics
 from conveyor.settings import Settings
 
@@ -72,7 +73,7 @@ def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> Fast
     api = FastAPIOffline(
         title="Conveyor",
         summary=conveyor_doc,
-        version=_version(),
+        version=package_version(),
         description="Enqueue, inspect and act on jobs. JSON in and out.",
         static_url=DOCS_ASSETS,
     )
@@ -82,9 +83,12 @@ def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> Fast
     api.include_router(jobs.router(conveyor), dependencies=secured)
     api.include_router(periodic_routes.router(conveyor), dependencies=secured)
     api.include_router(queue_routes.router(conveyor), dependencies=secured)
+    api.include_router(workers.router(conveyor), dependencies=secured)
+    api.include_router(overview.router(conveyor), dependencies=secured)
     api.include_router(system.metrics_router(conveyor, metrics, exporter), dependencies=secured)
     api.include_router(system.probes_router(conveyor))
-    api.include_router(dashboard.router(conveyor, metrics), dependencies=secured)
+    api.include_router(dashboard.router(token_required=token is not None), dependencies=secured)
+    api.mount(dashboard.STATIC, dashboard.static_files(), name="dashboard-static")
     _add_error_handlers(api)
     _document_task_types(api, conveyor)
     # add_middleware puts each one outside the previous: listed innermost first, so
@@ -92,20 +96,13 @@ def create_app(conveyor: Conveyor, settings: Settings, metrics: Metrics) -> Fast
     api.add_middleware(security.JsonBodyMiddleware)
     api.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if token:
-        api.add_middleware(auth.BearerAuthMiddleware, token=token)
+        api.add_middleware(
+            auth.BearerAuthMiddleware, token=token, pages=dashboard.serves_without_token
+        )
     api.add_middleware(security.CrossSiteMiddleware, token=token)
     api.add_middleware(security.TrustedHostMiddleware, policy=hosts)
     api.add_middleware(security.SecurityHeadersMiddleware)
     return api
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("conveyor")
-    except PackageNotFoundError:
-        return "0"
 
 
 def _document_task_types(api: FastAPI, conveyor: Conveyor) -> None:

@@ -7,9 +7,15 @@ except the probes in PUBLIC_PATHS. The token is compared in constant time and ne
 Clients send `Authorization: Bearer <token>` (SPEC §4). A browser cannot add that header to
 a page it navigates to, so the token is also accepted as the password of HTTP Basic
 credentials (any user name), and a 401 for a request that accepts HTML asks for Basic
-credentials: the browser's own login prompt then opens the dashboard and /docs, and sends
-the credentials again with the page's own requests. Because the browser attaches them by
+credentials: the browser's own login prompt then opens /docs, and sends the credentials
+again with the page's own requests. Because the browser attaches them by
 itself, Basic credentials do not make a cross-site request acceptable (api/security.py).
+
+The dashboard's pages and their scripts and styles are the exception: they hold no job
+data (their script fetches it from the API with the token), so a GET of one without the
+token is served, marked TOKEN_MISSING in the request's state; the page then answers 401 and
+shows a form that asks for the token, which its script keeps for the browser tab and sends
+as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import binascii
 import hmac
 from base64 import b64decode
+from collections.abc import Callable
 
 from fastapi.security import HTTPBearer
 from starlette.responses import JSONResponse
@@ -25,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from conveyor.errors import ConfigurationError
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+TOKEN_MISSING = "conveyor_token_missing"  # noqa: S105 (request.state key: served tokenless)
 
 # Declares the scheme in OpenAPI (the "Authorize" button of /docs); the middleware enforces it.
 bearer_scheme = HTTPBearer(auto_error=False, description="API_TOKEN, when the server sets one")
@@ -85,9 +93,12 @@ def _wants_html(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class BearerAuthMiddleware:
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, token: str, pages: Callable[[str], bool] = lambda path: False
+    ) -> None:
         self.app = app
         self._token = token.encode("utf-8")
+        self._pages = pages  # paths served without the token (the module docstring)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -95,6 +106,10 @@ class BearerAuthMiddleware:
             or scope["path"] in PUBLIC_PATHS
             or token_matches(scope["headers"], self._token)
         ):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD") and self._pages(scope["path"]):
+            scope.setdefault("state", {})[TOKEN_MISSING] = True
             await self.app(scope, receive, send)
             return
         # A browser shows its login prompt for a Basic challenge (any user name, the token

@@ -1,7 +1,9 @@
 """Prometheus exposition of /metrics, in a registry of our own (never the global one).
 
-Counters and histograms are fed per finished job through a FinishObserver on the shared
-Metrics; the rest (recovered, handed back, slots, queue depth) is read at scrape time.
+Counters and histograms are this process's, fed per finished job through a FinishObserver on
+the shared Metrics; the rest is read at scrape time: recovered, handed back and slots from
+Metrics, and the fleet's gauges (jobs by queue and status, the oldest pending job's age per
+queue, live workers) from the store.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
-from conveyor.jobs import Job, JobStatus
+from conveyor.jobs import Job, JobStatus, utcnow
 from conveyor.metrics import FinishObserver, Metrics
 
 # Jobs range from milliseconds to an hour; the default buckets stop at 10 s.
@@ -54,7 +56,7 @@ class _FinishedJobs(FinishObserver):
             registry=registry,
         )
         self.wait = Histogram(
-            "conveyor_job_queue_wait_seconds",
+            "conveyor_queue_wait_seconds",
             "Time from run_at (enqueue or due time) to start",
             by_type,
             buckets=SECONDS_BUCKETS,
@@ -89,19 +91,36 @@ class _ScrapeTime(Collector):
         )
         yield GaugeMetricFamily("conveyor_worker_slots_total", "Job slots", snap["slots_total"])
         yield GaugeMetricFamily("conveyor_worker_slots_busy", "Busy job slots", snap["slots_busy"])
+        # The fleet's gauges, read from the store (SPEC §9): the same for every process
+        # scraped, so an API-only node (`serve --workers 0`) reports the whole fleet.
         try:
-            stats = self._conveyor.stats()
+            store = self._conveyor.store  # opening it may fail too
+            stats = store.stats()
+            oldest = store.oldest_pending()
+            workers = store.list_workers()
         except ConveyorError:
             yield GaugeMetricFamily("conveyor_store_up", "1 when the store answered", 0)
             return
+        now = utcnow()
         yield GaugeMetricFamily("conveyor_store_up", "1 when the store answered", 1)
         depth = GaugeMetricFamily(
-            "conveyor_queue_jobs", "Jobs by queue and status", labels=["queue", "status"]
+            "conveyor_jobs", "Jobs by queue and status (the store's)", labels=["queue", "status"]
         )
         for queue, counts in sorted(stats.items()):
             for status in JobStatus:
                 depth.add_metric([queue, status.value], counts.get(status.value, 0))
         yield depth
+        age = GaugeMetricFamily(
+            "conveyor_oldest_pending_seconds",
+            "Age of the oldest due pending job per queue (since its run_at)",
+            labels=["queue"],
+        )
+        for queue, run_at in sorted(oldest.items()):
+            age.add_metric([queue], max(0.0, (now - run_at).total_seconds()))
+        yield age
+        yield GaugeMetricFamily(
+            "conveyor_workers_live", "Live worker processes in the registry", len(workers)
+        )
 
 
 class PrometheusExporter:

@@ -385,6 +385,66 @@ class QueuesOut(BaseModel):
     queues: list[QueueOut]
 
 
+# -- fleet observability (SPEC §9) -----------------------------------------------------------
+class WorkerOut(BaseModel):
+    """One live worker process from the store's registry; times are ISO 8601 (UTC)."""
+
+    id: str = Field(description="the worker's name (host, pid and a random suffix)")
+    host: str
+    pid: int
+    queues: list[str] | None = Field(description="the queues it claims from; null: every queue")
+    slots: int = Field(description="jobs it runs at once")
+    busy: int = Field(description="slots running a job at its last heartbeat")
+    started_at: datetime
+    last_heartbeat: datetime
+    version: str = Field(description="Conveyor's version in that process")
+
+
+class WorkersOut(BaseModel):
+    workers: list[WorkerOut] = Field(
+        description="live workers, by id: a worker that stopped leaves at once, one that "
+        "vanished (killed, its machine lost) within about two lease periods"
+    )
+
+
+class MinuteOut(BaseModel):
+    minute: datetime = Field(description="the minute's start (UTC)")
+    finished: int = Field(description="jobs done in that minute")
+    failed: int = Field(description="jobs failed for good in that minute")
+    retried: int = Field(description="failed attempts that will be retried")
+
+
+class PercentilesOut(BaseModel):
+    p50: float | None = Field(description="seconds; null without any attempt")
+    p95: float | None = Field(description="seconds; null without any attempt")
+
+
+class FleetOut(BaseModel):
+    live: int = Field(description="live worker processes")
+    slots: int = Field(description="their slots in all")
+    busy: int = Field(description="of which busy at their last heartbeat")
+
+
+class OverviewOut(BaseModel):
+    """The dashboard's overview, read from counts and per-minute aggregates kept in the
+    store: its cost does not grow with the finished jobs the store holds."""
+
+    queues: dict[str, dict[str, int]] = Field(
+        description="{queue: {status: count}}, non-zero counts"
+    )
+    per_minute: list[MinuteOut] = Field(
+        description="the last 60 minutes, all queues together, oldest first (the current "
+        "minute last), minutes without any attempt at 0"
+    )
+    queue_wait: PercentilesOut = Field(
+        description="run_at (enqueue or due time) to start, over attempts that ended in "
+        "the last 5 minutes (from log-spaced buckets: within a bucket's width)"
+    )
+    run_time: PercentilesOut = Field(description="start to end of those attempts, likewise")
+    workers: FleetOut
+    generated_at: datetime
+
+
 class StatusOut(BaseModel):
     status: str
 

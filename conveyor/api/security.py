@@ -24,6 +24,15 @@ front of the route (api/app.py's docstring gives their order):
   this server never grants. HTTP Basic credentials do not exempt it: browsers attach
   those by themselves. With no API_TOKEN there is no valid bearer token, so cross-site
   state changes are always refused.
+  The same middleware checks the dashboard's page token (double submit): each dashboard
+  page carries a random token, also set as the `conveyor_csrf` cookie (SameSite=Strict,
+  HttpOnly), and its script sends it as `X-CSRF-Token` with every state change. A request
+  carrying that header must carry the matching cookie (403 otherwise: a stale or forged
+  page). A request carrying any cookie but neither `Sec-Fetch-Site` nor `Origin` is a
+  browser that gave no verdict on where the request comes from (some sent no `Origin` with
+  a form POST before 2020; a cookie such as a login proxy's rides along): it must carry the
+  token. Requests without cookies (curl, SDKs) and requests the browser marks as same-origin
+  (the dashboard, /docs) are judged by the checks above alone.
 - `JsonBodyMiddleware` (415): the body of a state-changing request is JSON
   (`application/json`, or `application/*+json`) or empty. HTML forms can only send
   urlencoded, multipart or text/plain bodies, so no form can reach a route.
@@ -34,6 +43,7 @@ front of the route (api/app.py's docstring gives their order):
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -41,6 +51,7 @@ from dataclasses import dataclass
 from email.message import Message as MimeMessage
 from urllib.parse import urlsplit
 
+from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,6 +66,8 @@ WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _QUOTE_MAX = 100  # at most this much of a client's header is quoted back in a message
+PAGE_TOKEN_HEADER = "X-CSRF-Token"  # noqa: S105 (a header name)
+PAGE_TOKEN_COOKIE = "conveyor_csrf"  # noqa: S105 (a cookie name)
 
 
 # -- Host names ----------------------------------------------------------------------------------
@@ -273,9 +286,29 @@ def cross_site_reason(scope: Scope) -> str | None:
     return f"Origin {_quote(origin.strip())!r} is not this server's origin {_origin_text(own)}"
 
 
+def page_token_reason(scope: Scope) -> str | None:
+    """Why a state change that is not cross-site fails the dashboard's page token check
+    (see the module docstring); None when it passes."""
+    sent = _header(scope, PAGE_TOKEN_HEADER.lower().encode())
+    cookies = _header(scope, b"cookie")
+    expected = cookie_parser(cookies).get(PAGE_TOKEN_COOKIE) if cookies else None
+    if sent is not None:
+        if expected and hmac.compare_digest(sent.strip().encode(), expected.encode()):
+            return None
+        return f"the page's {PAGE_TOKEN_HEADER} does not match its cookie: reload the page"
+    verdict = _header(scope, b"sec-fetch-site") or _header(scope, b"origin")
+    if cookies is not None and verdict is None:
+        return (
+            "a browser request without Origin or Sec-Fetch-Site must carry the page's "
+            f"{PAGE_TOKEN_HEADER}"
+        )
+    return None
+
+
 class CrossSiteMiddleware:
-    """403 for a state-changing request a browser marks as cross-site, unless it carries
-    a valid bearer token (never possible with no API_TOKEN configured)."""
+    """403 for a state-changing request a browser marks as cross-site, or that fails the
+    dashboard's page token check, unless it carries a valid bearer token (never possible
+    with no API_TOKEN configured)."""
 
     def __init__(self, app: ASGIApp, *, token: str | None) -> None:
         self.app = app
@@ -285,18 +318,24 @@ class CrossSiteMiddleware:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        reason = cross_site_reason(scope)
-        if reason is None or (
-            self._token is not None and bearer_matches(scope["headers"], self._token)
-        ):
+        if self._token is not None and bearer_matches(scope["headers"], self._token):
             await self.app(scope, receive, send)
             return
-        remedy = (
-            "a request from another site needs Authorization: Bearer <API_TOKEN>"
-            if self._token is not None
-            else "requests from other sites cannot change anything"
-        )
-        await _refuse(scope, receive, send, 403, f"cross-site request refused: {reason}; {remedy}")
+        reason = cross_site_reason(scope)
+        if reason is not None:
+            remedy = (
+                "a request from another site needs Authorization: Bearer <API_TOKEN>"
+                if self._token is not None
+                else "requests from other sites cannot change anything"
+            )
+            detail = f"cross-site request refused: {reason}; {remedy}"
+            await _refuse(scope, receive, send, 403, detail)
+            return
+        reason = page_token_reason(scope)
+        if reason is not None:
+            await _refuse(scope, receive, send, 403, f"request refused: {reason}")
+            return
+        await self.app(scope, receive, send)
 
 
 def is_json(content_type: str | None) -> bool:

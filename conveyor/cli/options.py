@@ -15,6 +15,7 @@ from conveyor.settings import (
     DEFAULT_FETCH_LIMIT,
     DEFAULT_HOST,
     DEFAULT_LEASE,
+    DEFAULT_POLL_INTERVAL,
     DEFAULT_PORT,
     DEFAULT_RETAIN_CANCELLED,
     DEFAULT_RETAIN_DONE,
@@ -50,12 +51,26 @@ Workers = Annotated[
         show_default=False,
     ),
 ]
+ListenDatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--listen-database-url",
+        help="postgresql://… a direct (or session-mode) connection for wake-ups, when "
+        "--database-url is a transaction-mode pooler such as PgBouncer "
+        "[env: LISTEN_DATABASE_URL; default: none, wake-ups LISTEN through --database-url, "
+        "or workers poll when it ends in ?pooler=transaction]",
+        show_default=False,
+    ),
+]
 FetchInterval = Annotated[
     float | None,
     typer.Option(
         "--fetch-interval",
+        "--poll-interval",
         help="max seconds between fetches when nothing wakes the "
-        f"fetcher [env: FETCH_INTERVAL; default: {DEFAULT_FETCH_INTERVAL:g}]",
+        f"fetcher [env: FETCH_INTERVAL or POLL_INTERVAL; default: {DEFAULT_FETCH_INTERVAL:g}, "
+        f"{DEFAULT_POLL_INTERVAL:g} when workers poll (?pooler=transaction without "
+        "LISTEN_DATABASE_URL)]",
         show_default=False,
     ),
 ]

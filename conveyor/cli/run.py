@@ -42,6 +42,7 @@ def migrate(database_url: opt.DatabaseUrl = None, app: opt.AppSpec = None) -> No
 
 def worker(
     database_url: opt.DatabaseUrl = None,
+    listen_database_url: opt.ListenDatabaseUrl = None,
     app: opt.AppSpec = None,
     workers: opt.Workers = None,
     fetch_interval: opt.FetchInterval = None,
@@ -64,6 +65,7 @@ def worker(
 
     settings = settings_from(
         database_url=database_url,
+        listen_database_url=listen_database_url,
         app=app,
         workers=workers,
         fetch_interval=fetch_interval,
@@ -89,6 +91,7 @@ def worker(
 
 def serve(
     database_url: opt.DatabaseUrl = None,
+    listen_database_url: opt.ListenDatabaseUrl = None,
     app: opt.AppSpec = None,
     host: opt.Host = None,
     port: opt.Port = None,
@@ -122,6 +125,7 @@ def serve(
 
     settings = settings_from(
         database_url=database_url,
+        listen_database_url=listen_database_url,
         app=app,
         host=host,
         port=port,

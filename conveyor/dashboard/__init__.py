@@ -1,1 +1,2 @@
-"""The HTML dashboard (GET /): counts by queue and status, recent jobs, links to the API."""
+"""The live dashboard (SPEC §9): HTML pages at / and /dashboard/..., filled and refreshed by
+their script from the JSON API."""

@@ -8,8 +8,10 @@ from conveyor.stores.base import Notifier, Store
 __all__ = ["Notifier", "Store", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """A store for `url` (sqlite:///path or postgresql://…); connects lazily."""
+def open_store(url: str, *, listen_url: str | None = None) -> Store:
+    """A store for `url` (sqlite:///path or postgresql://…); connects lazily. `listen_url`:
+    PostgreSQL's connection for LISTEN when `url` reaches a transaction-mode pooler (SPEC
+    §10, LISTEN_DATABASE_URL); other stores need none."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
         from conveyor.stores.sqlite.store import SqliteStore
@@ -18,7 +20,7 @@ def open_store(url: str) -> Store:
     if scheme in ("postgresql", "postgres"):
         from conveyor.stores.postgres.store import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, listen_url=listen_url)
     shown = url if len(url) < 80 else url[:77] + "..."
     raise ConfigurationError(
         f"unsupported DATABASE_URL {shown!r}: use sqlite:///path.db or postgresql://user@host/db"

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Unpack
 
 from conveyor.errors import InvalidJob
+from conveyor.fleet import MinuteStats, WorkerInfo
 from conveyor.jobs import (
     CANCELLABLE,
     ID_MAX,
@@ -172,6 +173,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish_listener(self) -> FinishListener:
         """A new listener for jobs of this store finishing (not connected yet)."""
+
+    @property
+    def listens(self) -> bool:
+        """Whether the notifier hears other processes' enqueues; False: idle workers poll
+        (PostgreSQL through a transaction-mode pooler without LISTEN_DATABASE_URL)."""
+        return True
 
     # -- producers ---------------------------------------------------------------
     @abc.abstractmethod
@@ -404,7 +411,40 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> dict[str, dict[str, int]]:
-        """Counts of jobs by queue and status (only non-zero counts)."""
+        """Counts of jobs by queue and status (only non-zero counts), exact: pending and
+        processing ones counted on their partial indexes, finished ones read from counts
+        kept by triggers (migration 0011), so the cost does not grow with finished jobs."""
+
+    # -- fleet observability (SPEC §9): conveyor/fleet.py ------------------------------------
+    @abc.abstractmethod
+    def register_worker(
+        self, worker: WorkerInfo, *, lease: timedelta, now: datetime | None = None
+    ) -> None:
+        """Insert or renew a worker process's registry row (its heartbeat: last_heartbeat
+        and busy); listed until LIVE_LEASES x `lease` from now."""
+
+    @abc.abstractmethod
+    def unregister_worker(self, worker_id: str) -> None:
+        """Delete a worker's registry row (it stops cleanly)."""
+
+    @abc.abstractmethod
+    def list_workers(self, *, now: datetime | None = None) -> list[WorkerInfo]:
+        """The live workers (heartbeat within their listing deadline), by id."""
+
+    @abc.abstractmethod
+    def minute_stats(self, since: datetime) -> list[MinuteStats]:
+        """The per-minute aggregates from `since`'s minute on, all queues together, one
+        row per (minute, wait bucket, run bucket)."""
+
+    @abc.abstractmethod
+    def oldest_pending(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Per queue with due pending jobs, the oldest one's run_at (pending index)."""
+
+    @abc.abstractmethod
+    def compact_stats(self, *, keep: timedelta, now: datetime | None = None) -> int:
+        """Maintenance: delete aggregated minutes older than `keep` (and, where counts are
+        sharded by session, fold the shards of sessions that are gone); returns the rows
+        deleted."""
 
     # -- queue settings (SPEC §7): the `queues` table, read by every claim ----------------------
     @abc.abstractmethod

@@ -33,6 +33,7 @@ class Done:
     slot: str
     duration: float = 0.0
     wait: float = 0.0  # queue wait: run_at (enqueue or due time) to start
+    trace: dict[str, str] | None = None  # the run's span's ids, for its "finished" log line
 
 
 class Completer:
@@ -111,6 +112,8 @@ class Completer:
         if status is not None and finish.error is None and not log.isEnabledFor(logging.INFO):
             return
         fields = {"worker": done.slot, "job": done.job.id, "duration": done.duration}
+        if done.trace is not None:  # written after the run's span ended: its ids, given
+            fields.update(done.trace)
         if status is None:
             log.warning(
                 "outcome dropped: the job was cancelled, or recovered after its lease expired",

@@ -49,11 +49,15 @@ class Leases:
         lease: float,
         on_lost: Callable[[int], None],
         on_stop: Callable[[int], None],
+        beat: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._lease = lease
         self._on_lost = on_lost
         self._on_stop = on_stop
+        # the worker's registry heartbeat (SPEC §9): one small write per renewal round,
+        # whether or not the process holds any lease
+        self._beat = beat
         self._held: dict[int, _Held] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -124,6 +128,8 @@ class Leases:
             if hinted or time.monotonic() >= due:
                 due = time.monotonic() + self.interval
                 self.renew()
+                if self._beat is not None:
+                    self._beat()
             elif self._progressed:
                 self.renew(only_progressed=True)
 

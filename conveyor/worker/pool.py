@@ -25,10 +25,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from conveyor import context
+from conveyor import context, tracing
 from conveyor.app import Conveyor
 from conveyor.context import JobContext
+from conveyor.fleet import WorkerInfo, package_version
 from conveyor.jobs import Finish, FinishKind, Job, LeaseRef, utcnow
 from conveyor.logs import job_fields
 from conveyor.metrics import Metrics
@@ -49,6 +51,9 @@ from conveyor.worker.reaper import Reaper
 from conveyor.worker.retention import Retention, RetentionConfig
 from conveyor.worker.scheduler import Scheduler
 from conveyor.worker.storecalls import StoreCalls
+
+if TYPE_CHECKING:
+    from conveyor.spans import Execution, Spans
 
 log = logging.getLogger("conveyor.worker")
 
@@ -121,8 +126,14 @@ class WorkerPool:
         # every lease this process holds: running jobs, outcomes not yet written, and
         # cancelled runs whose code still runs on a thread (`_lingering`)
         self._leases = Leases(
-            self.store, lease=config.lease, on_lost=self._lease_lost, on_stop=self._cancelled
+            self.store,
+            lease=config.lease,
+            on_lost=self._lease_lost,
+            on_stop=self._cancelled,
+            beat=self._beat,
         )
+        self._started_at = utcnow()
+        self._version = package_version()
         self._lingering: dict[int, LeaseRef] = {}
         self._free_slots = [f"WORKER-{n}" for n in range(config.concurrency, 0, -1)]
         self._slot_freed = asyncio.Event()
@@ -149,6 +160,8 @@ class WorkerPool:
         pending, and return."""
         self._loop = asyncio.get_running_loop()
         self._hurry = hurry or self._hurry
+        self._started_at = utcnow()
+        await self._register()
         await self._notifier.start()
         self.app.add_enqueue_listener(self._notifier.wake_local)
         self._notifier.add_cancel_listener(self._leases.cancel_hint)
@@ -210,12 +223,53 @@ class WorkerPool:
             self.app.remove_enqueue_listener(self._notifier.wake_local)
             await self._notifier.stop()
             self._executor.shutdown()
+            await self._unregister()
             await asyncio.to_thread(self._calls.shutdown)
             log.info("worker %s stopped", self.worker_id)
 
     @property
     def busy(self) -> int:
         return len(self._running)
+
+    # -- the workers registry (SPEC §9) ----------------------------------------------------
+    def _registration(self) -> WorkerInfo:
+        """This process's registry row as of now (any thread: `busy` is one len())."""
+        return WorkerInfo(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=None if self.config.queues is None else tuple(self.config.queues),
+            slots=self.config.concurrency,
+            busy=self.busy,
+            version=self._version,
+            started_at=self._started_at,
+            last_heartbeat=utcnow(),
+        )
+
+    async def _register(self) -> None:
+        try:
+            await self._calls(self._beat_once)
+        except Exception as exc:  # the heartbeat registers it later
+            log.warning("could not register worker %s: %s", self.worker_id, exc)
+
+    def _beat_once(self) -> None:
+        lease = timedelta(seconds=self.config.lease)
+        self.store.register_worker(self._registration(), lease=lease)
+
+    def _beat(self) -> None:
+        """The registry heartbeat, on the lease thread with each renewal round; an upsert,
+        so a row deleted meanwhile (the process stalled past its deadline) comes back."""
+        try:
+            self._beat_once()
+        except Exception as exc:
+            log.warning("worker registry heartbeat failed: %s", exc)
+
+    async def _unregister(self) -> None:
+        """A clean stop leaves the listing at once."""
+        try:
+            await self._calls(self.store.unregister_worker, self.worker_id)
+        except Exception as exc:  # the row expires on its own
+            log.warning("could not unregister worker %s: %s", self.worker_id, exc)
 
     # -- slots (what the fetcher sees) ---------------------------------------------------
     @property
@@ -239,11 +293,22 @@ class WorkerPool:
         slot = self._free_slots.pop()
         ctx = JobContext(job, self._leases.progressed, self.store.dependency_jobs)
         self._leases.hold(job.lease_ref(), held_until, ctx)
-        task = asyncio.create_task(self._run_job(job, slot, ctx), name=f"conveyor-job-{job.id}")
+        spans = tracing.spans()
+        run = (
+            self._run(job, slot, ctx, None)
+            if spans is None
+            else self._traced(job, slot, ctx, spans)
+        )
+        task = asyncio.create_task(run, name=f"conveyor-job-{job.id}")
         self._running[job.id] = _Running(job, slot, task, ctx)
         self.metrics.slots_busy = len(self._running)
 
-    async def _run_job(self, job: Job, slot: str, ctx: JobContext) -> None:
+    async def _traced(self, job: Job, slot: str, ctx: JobContext, spans: Spans) -> None:
+        # the run's span is current in the task's code and on the run's log lines
+        with spans.execution(job) as span:
+            await self._run(job, slot, ctx, span)
+
+    async def _run(self, job: Job, slot: str, ctx: JobContext, span: Execution | None) -> None:
         started = time.monotonic()
         wait = max(0.0, (utcnow() - job.run_at).total_seconds())
         if log.isEnabledFor(logging.INFO):  # the fields cost more than a no-op job itself
@@ -262,16 +327,22 @@ class WorkerPool:
             finish = await self._executor.run(job)
         except asyncio.CancelledError:
             running = self._running.get(job.id)
+            reason = None if running is None else running.stopping
+            if span is not None:
+                span.stopped(reason)
             self._release_slot(job.id)
-            self._after_cancel(job, slot, None if running is None else running.stopping)
+            self._after_cancel(job, slot, reason)
             raise
+        if span is not None:
+            span.finished(finish)
         if finish.retry_at is not None and finish.kind == FinishKind.RETRY:
             # a local retry is due then: wake the fetcher at that moment, not at its next poll
             self._wake_at((finish.retry_at - utcnow()).total_seconds())
         if finish.hold_queue and finish.retry_at is not None:
             await self._hold_queue(job, slot, finish.retry_at)
         self._release_slot(job.id)
-        self._completer.submit(Done(finish, job, slot, time.monotonic() - started, wait))
+        trace = None if span is None else span.ids
+        self._completer.submit(Done(finish, job, slot, time.monotonic() - started, wait, trace))
 
     async def _hold_queue(self, job: Job, slot: str, until: datetime) -> None:
         """Snooze(queue=True): the whole queue starts nothing on any worker until `until`

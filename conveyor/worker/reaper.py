@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
+from conveyor.fleet import KEEP_MINUTES
 from conveyor.metrics import Metrics
 from conveyor.stores import Store
 from conveyor.worker.storecalls import StoreCalls
@@ -15,6 +17,9 @@ from conveyor.worker.storecalls import StoreCalls
 log = logging.getLogger("conveyor.worker")
 
 BATCH = 1000
+# How often the reaper also deletes old per-minute aggregates (and folds PostgreSQL's count
+# shards of sessions that are gone): Store.compact_stats.
+COMPACT_EVERY_S = 60.0
 
 
 class Reaper:
@@ -35,8 +40,12 @@ class Reaper:
         self.interval = interval
 
     async def run(self) -> None:
+        compacted = time.monotonic()
         while True:
             await asyncio.sleep(self.interval)
+            if time.monotonic() - compacted >= COMPACT_EVERY_S:
+                compacted = time.monotonic()
+                await self._compact()
             try:
                 recovered = await self._calls(self._store.recover_expired, limit=BATCH)
             except Exception as exc:
@@ -52,3 +61,9 @@ class Reaper:
                 )
                 if recovered.requeued:
                     self._on_requeued()
+
+    async def _compact(self) -> None:
+        try:
+            await self._calls(self._store.compact_stats, keep=KEEP_MINUTES)
+        except Exception as exc:
+            log.warning("compacting the per-minute aggregates failed: %s", exc)

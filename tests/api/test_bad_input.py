@@ -238,9 +238,14 @@ def _basic(user: str, password: str) -> dict[str, bytes]:
 
 def test_a_browser_is_asked_for_the_token_as_a_basic_password(secured):
     with secured.client() as client:
-        page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+        html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+        page = client.get("/docs", headers=html)
         assert page.status_code == 401
         assert page.headers["www-authenticate"] == 'Basic realm="Conveyor", charset="UTF-8"'
+        # the dashboard asks with a form of its own instead (tests/dashboard)
+        dashboard = client.get("/", headers=html)
+        assert dashboard.status_code == 401
+        assert dashboard.headers["www-authenticate"] == "Bearer"
         for path in ("/", "/docs", "/jobs", "/metrics"):
             assert client.get(path, headers=_basic("anyone", TOKEN)).status_code == 200, path
         assert client.get("/", headers=_basic("", TOKEN)).status_code == 200

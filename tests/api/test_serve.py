@@ -52,7 +52,7 @@ def test_serve_runs_jobs_enqueued_over_http(store_url, serve_process):
         }
         assert samples[("conveyor_jobs_processed_total", (("type", "reverse"),))] == 1
         assert samples[("conveyor_job_duration_seconds_count", (("type", "reverse"),))] == 1
-        assert samples[("conveyor_job_queue_wait_seconds_count", (("type", "reverse"),))] == 1
+        assert samples[("conveyor_queue_wait_seconds_count", (("type", "reverse"),))] == 1
 
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import psycopg
 import pytest
 
+from conveyor import jsontext
 from conveyor.stores import open_store
 from conveyor.stores.postgres.store import GENERIC_PLANS, PostgresStore, Q
 from tests.support import pg
@@ -138,3 +140,52 @@ def test_claims_within_queue_settings_read_jobs_by_index_only(table):
         assert "jobs_pending_by_queue" in plan, (name, plan)
         assert "jobs_pending_by_key" in plan, (name, plan)
         assert "jobs_processing" in plan, (name, plan)
+
+
+# Values for the runtime's statements as a worker sends them: ten claims' outcomes, leases.
+_IDS = list(range(1, 11))
+_FENCES = {"ids": _IDS, "workers": ["w"] * 10, "attempts": [1] * 10}
+_OUTCOMES = {
+    "outcomes": jsontext.dumps([[i, "w", 1, "null", None, None, "done"] for i in _IDS]),
+    "ids": _IDS,
+}
+_CLAIM = {"worker": "w", "now": None, "lease": timedelta(seconds=30), "limit": 10}
+POOLED_VALUES: dict[str, dict[str, object]] = {
+    "claim": _CLAIM,
+    "finish_and_claim": {**_CLAIM, **_OUTCOMES},
+    "finish_many": {**_OUTCOMES, "now": None},
+    "heartbeat": {**_FENCES, "lease": timedelta(seconds=30), "now": None},
+    "release": {**_FENCES, "now": None, "not_before": None},
+    "recover_expired": {"now": None, "limit": 1000},
+}
+
+
+def test_through_a_pooler_runtime_statements_keep_their_plans(table):
+    # Through a transaction-mode pooler nothing is prepared: each call is planned with its
+    # values, after the SET LOCAL the runtime's connections send with every statement. The
+    # same plans as the generic ones above, whatever the table's state.
+    url = f"{pg.base_url()}/{table.info.dbname}?pooler=transaction"
+    store = PostgresStore(url)
+    try:
+        plans = {
+            name: "\n".join(
+                row["QUERY PLAN"]
+                for row in store._runtime.run(
+                    lambda cur, name=name, values=values: cur.execute(
+                        "EXPLAIN " + Q[name], values
+                    ).fetchall()
+                )
+            )
+            for name, values in POOLED_VALUES.items()
+        }
+    finally:
+        store.close()
+    assert set(plans) == set(RUNTIME_STATEMENTS)
+    for name, plan in plans.items():
+        assert "Seq Scan on jobs" not in plan, (name, plan)
+    walk = r"Limit.*\n.*LockRows.*\n(.*Anti Join.*\n)?.*Index Scan using jobs_pending on jobs"
+    for name in ("claim", "finish_and_claim"):
+        assert re.search(walk, plans[name]) and "Sort" not in plans[name], (name, plans[name])
+    for name in ("finish_and_claim", "finish_many", "heartbeat", "release"):
+        assert "jobs_processing" not in plans[name], (name, plans[name])
+        assert "Index Scan using jobs_pkey on jobs" in plans[name], (name, plans[name])

@@ -50,3 +50,4 @@ def truncate(url: str) -> None:
         conn.execute("TRUNCATE queues, queue_starts")  # queue settings and rate windows (§7)
         conn.execute("TRUNCATE leaders")  # who leads retention (§7): killed workers' rows
         conn.execute("TRUNCATE finish_listeners")  # sessions waiting for results (§8)
+        conn.execute("TRUNCATE workers, job_minutes")  # the registry, aggregates (§9)

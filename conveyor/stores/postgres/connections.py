@@ -1,22 +1,31 @@
 """Connections: one bounded psycopg pool, opened on first use and replaced when its
-connections die (database restart), with the store's retry rule for a failed call."""
+connections die (database restart), with the store's retry rule for a failed call; and the
+URL form that declares a transaction-mode pooler (`?pooler=transaction`)."""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Self, TypeVar
 
 import psycopg
+from psycopg import sql
+from psycopg.abc import Params, Query
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from conveyor import jsontext
-from conveyor.errors import StoreUnavailable
+from conveyor.errors import ConfigurationError, StoreUnavailable
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[DictRow]
+
+
+# `?pooler=transaction` (or `&pooler=…`) in a PostgreSQL URL: Conveyor's own parameter,
+# which libpq does not know, so it is taken out before the URL reaches psycopg.
+_POOLER = re.compile(r"([?&])pooler=([^&#]*)&?")
 
 
 def first_line(exc: BaseException) -> str:
@@ -24,9 +33,57 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
+def split_pooler(url: str) -> tuple[str, bool]:
+    """(the URL without its `pooler` parameter, whether it declares a transaction-mode
+    pooler); ConfigurationError for any other value. (Declaring a session-mode PgBouncer
+    so is right too: it keeps sessions, but refuses startup options all the same.)"""
+    match = _POOLER.search(url)
+    if match is None:
+        return url, False
+    if match.group(2) != "transaction":
+        raise ConfigurationError(
+            f"unsupported pooler={match.group(2)!r} in the PostgreSQL URL: "
+            "use pooler=transaction (right for PgBouncer in any pool mode)"
+        )
+    rest = url[: match.start()] + (match.group(1) if match.group(0).endswith("&") else "")
+    rest += url[match.end() :]
+    return rest.rstrip("?&"), True
+
+
+class LocalSettingsCursor(psycopg.ClientCursor[DictRow]):
+    """Runs every statement after `SET LOCAL <settings>`, in one message of the simple query
+    protocol: PostgreSQL runs the two as one transaction (or inside the caller's), so the
+    settings steer that statement's plan and end with it, one round trip as before. For
+    connections through a transaction-mode pooler, where a session setting would stay on
+    a server connection that other clients get next, and startup options are refused.
+    Parameters are bound client-side (the simple protocol takes none), as literals."""
+
+    def __init__(self, connection: psycopg.Connection[Any], prelude: sql.SQL) -> None:
+        super().__init__(connection, row_factory=dict_row)
+        self._prelude = prelude
+
+    def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        text = sql.SQL(query) if isinstance(query, str) else query
+        if not isinstance(text, sql.Composable):
+            raise TypeError(f"unsupported query type {type(query).__name__}")
+        super().execute(self._prelude + text, params, prepare=prepare, binary=binary)
+        self.nextset()  # past SET's result, to the statement's
+        return self
+
+
 class Connections:
     """A pool of autocommit connections to `conninfo`. `where` ("host:port/db") names the
-    database in error messages; `connect_timeout` bounds a first connection."""
+    database in error messages; `connect_timeout` bounds a first connection. `pooled`: the
+    conninfo reaches a transaction-mode pooler, so nothing may rely on a session: no
+    prepared statements; `local_settings` ("name = value" each) are set per statement
+    (LocalSettingsCursor)."""
 
     def __init__(
         self,
@@ -38,6 +95,8 @@ class Connections:
         max_size: int,
         timeout: float,
         connect_timeout: float,
+        pooled: bool = False,
+        local_settings: Sequence[str] = (),
     ) -> None:
         self._conninfo = conninfo
         self._where = where
@@ -49,9 +108,24 @@ class Connections:
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._pooled = pooled
+        self._prelude = (
+            sql.SQL("".join(f"SET LOCAL {setting}; " for setting in local_settings))
+            if local_settings
+            else None
+        )
+
+    def _cursor(self, conn: psycopg.Connection[Any]) -> Cursor:
+        if self._prelude is None:
+            return conn.cursor(row_factory=dict_row)
+        return LocalSettingsCursor(conn, self._prelude)
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"PostgreSQL at {self._where}: {first_line(exc)}")
+        reason = first_line(exc)
+        if "unsupported startup parameter" in reason and not self._pooled:
+            # PgBouncer's answer to the runtime's session settings
+            reason += " (a transaction-mode pooler? end the URL with ?pooler=transaction)"
+        return StoreUnavailable(f"PostgreSQL at {self._where}: {reason}")
 
     def run(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
         """Run `work` on a pooled connection. Connections are in autocommit: a single
@@ -68,7 +142,7 @@ class Connections:
             pool = self._pool or self._open()
             held: psycopg.Connection[Any] | None = None
             try:
-                with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                with pool.connection() as conn, self._cursor(conn) as cur:
                     held = conn
                     if atomic:
                         with conn.transaction():
@@ -139,7 +213,7 @@ class Connections:
                 # database is back.
                 reconnect_timeout=self._connect_timeout * 2,
                 name=self._name,
-                kwargs={"autocommit": True},
+                kwargs=self._kwargs(),
                 configure=_configure,
                 open=False,
             )
@@ -150,6 +224,13 @@ class Connections:
                 raise self.unavailable(exc) from None
             self._pool = pool
             return pool
+
+    def _kwargs(self) -> dict[str, Any]:
+        if not self._pooled:
+            return {"autocommit": True}
+        # Never prepared: through a transaction-mode pooler the next statement may run on
+        # another server connection, where a statement prepared on this one does not exist.
+        return {"autocommit": True, "prepare_threshold": None}
 
     def _discard(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> None:
         """Drop a pool whose connections died (database restart): the next call probes

@@ -136,3 +136,18 @@ class PostgresFinishListener(FinishListener):
                 conn.execute(Q["remove_finish_listener"])
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+class PollingFinishListener(FinishListener):
+    """No LISTEN (a transaction-mode pooler without LISTEN_DATABASE_URL): hears nothing,
+    so waiters are answered by the watch's once-a-second re-read of their jobs."""
+
+    def connect(self) -> None:
+        pass
+
+    def wait(self, timeout: float) -> frozenset[int] | None:
+        time.sleep(max(timeout, 0.0))
+        return frozenset()
+
+    def close(self) -> None:
+        pass

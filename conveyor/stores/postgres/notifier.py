@@ -123,3 +123,16 @@ class PostgresNotifier(Notifier):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._drop()
+
+
+class PollingNotifier(Notifier):
+    """No LISTEN: through a transaction-mode pooler without LISTEN_DATABASE_URL a listening
+    session cannot be kept (each transaction may run on another server connection), so
+    fetchers poll every fetch interval. Only this process's own enqueues wake them sooner
+    (`wake_local`); a cancelled run stops at its next heartbeat."""
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self) -> None:
+        self._loop = None

@@ -30,10 +30,10 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (%(version)s, %(na
 -- back cost a tenth of the call.
 WITH inserted AS (
     INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
-                      concurrency_key, created_at, updated_at)
+                      concurrency_key, trace_context, created_at, updated_at)
     VALUES (%(type)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
             coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text,
-            %(concurrency_key)s::text, now(), now())
+            %(concurrency_key)s::text, %(trace_context)s::text, now(), now())
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
     RETURNING id, queue, run_at, created_at
@@ -52,10 +52,10 @@ FROM inserted
 -- format as enqueue_many below.
 WITH inserted AS (
     INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, concurrency_key,
-                      created_at, updated_at)
+                      trace_context, created_at, updated_at)
     SELECT row ->> 0, row ->> 1, (row ->> 2)::jsonb, (row ->> 3)::smallint,
            (row ->> 4)::integer, coalesce((row ->> 5)::timestamptz, now()), row ->> 7,
-           now(), now()
+           row ->> 8, now(), now()
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
     ORDER BY ord
     RETURNING id, queue
@@ -70,7 +70,7 @@ SELECT NULL, now() FROM (SELECT count(*) FROM woken) AS notified
 -- name: enqueue_many
 -- Insert a batch in one statement and wake listeners. The batch arrives as
 -- one JSON array of [type, queue, payload JSON text, priority, max_attempts, run_at,
--- unique_key, concurrency_key] rows: one parameter that the client encodes in C and the server parses once
+-- unique_key, concurrency_key, trace_context] rows: one parameter that the client encodes in C and the server parses once
 -- (as jsonb, whose fields are then read without parsing the row's text again), where seven
 -- arrays would be escaped element by element. The sequence is looked up once, not per row.
 -- Ids are drawn from it per input row first, so each inserted row joins back to its input
@@ -94,14 +94,15 @@ WITH input AS MATERIALIZED (
            (row ->> 5)::timestamptz   AS run_at,
            row ->> 6                  AS unique_key,
            row ->> 7                  AS concurrency_key,
+           row ->> 8                  AS trace_context,
            ord
     FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS batch (row, ord)
 ),
 inserted AS (
     INSERT INTO jobs (id, type, queue, payload, priority, max_attempts, run_at, unique_key,
-                      concurrency_key, created_at, updated_at)
+                      concurrency_key, trace_context, created_at, updated_at)
     SELECT id, type, queue, payload, priority, max_attempts,
-           coalesce(run_at, now()), unique_key, concurrency_key, now(), now()
+           coalesce(run_at, now()), unique_key, concurrency_key, trace_context, now(), now()
     FROM input
     ORDER BY unique_key COLLATE "C", ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
@@ -134,8 +135,8 @@ FOR NO KEY UPDATE
 WITH inserted AS (
     INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, held_run_at,
                       unique_key, concurrency_key, depends_on, on_dependency_failure,
-                      waiting_for, depth, status, last_error, finished_at, created_at,
-                      updated_at)
+                      waiting_for, depth, status, last_error, finished_at, trace_context,
+                      created_at, updated_at)
     VALUES (%(type)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
             CASE WHEN %(waiting_for)s::integer > 0 THEN %(held)s::timestamptz
                  ELSE coalesce(%(run_at)s::timestamptz, now()) END,
@@ -144,7 +145,8 @@ WITH inserted AS (
             %(unique_key)s::text, %(concurrency_key)s::text, %(depends_on)s::bigint[],
             %(on_dependency_failure)s::text, %(waiting_for)s::integer, %(depth)s::integer,
             %(status)s::text, %(last_error)s::text,
-            CASE WHEN %(status)s::text = 'cancelled' THEN now() END, now(), now())
+            CASE WHEN %(status)s::text = 'cancelled' THEN now() END, %(trace_context)s::text,
+            now(), now())
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
     RETURNING *
@@ -825,6 +827,11 @@ gone AS (
     DELETE FROM finish_listeners
     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = finish_listeners.pid)
 ),
+-- registry rows of workers gone without unregistering (killed) past their listing deadline
+forgotten AS (
+    DELETE FROM workers
+    WHERE expires_at < coalesce(%(now)s::timestamptz, now())
+),
 recovered AS (
     UPDATE jobs
     SET status           = CASE WHEN jobs.attempts < jobs.max_attempts
@@ -1029,9 +1036,23 @@ RETURNING l.holder
 DELETE FROM leaders WHERE role = %(role)s AND holder = %(holder)s
 
 -- name: stats
-SELECT queue, status, count(*) AS n
+-- Jobs by queue and status: pending and processing ones counted on their partial indexes
+-- (few), finished ones summed from job_counts' shards (kept by triggers, migration 0011), so
+-- the cost does not grow with the finished jobs the table holds.
+SELECT queue, 'pending' AS status, count(*) AS n
 FROM jobs
+WHERE status = 'pending'
+GROUP BY queue
+UNION ALL
+SELECT queue, 'processing', count(*)
+FROM jobs
+WHERE status = 'processing'
+GROUP BY queue
+UNION ALL
+SELECT queue, status, sum(n)::bigint
+FROM job_counts
 GROUP BY queue, status
+HAVING sum(n) <> 0
 
 -- name: register_periodic
 -- The schedules an app registers when a worker starts: a new row whose ticks count from :now
@@ -1255,3 +1276,63 @@ ON CONFLICT (pid) DO NOTHING
 
 -- name: remove_finish_listener
 DELETE FROM finish_listeners WHERE pid = pg_backend_pid()
+
+-- name: register_worker
+-- A worker's registry row (migration 0010): inserted at its start, renewed by each heartbeat
+-- (busy, last_heartbeat, the listing deadline); started_at stays the first one's.
+INSERT INTO workers (id, host, pid, queues, slots, busy, version, started_at, last_heartbeat,
+                     expires_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(slots)s, %(busy)s, %(version)s,
+        %(started_at)s::timestamptz, coalesce(%(now)s::timestamptz, now()),
+        coalesce(%(now)s::timestamptz, now()) + %(live)s::interval)
+ON CONFLICT (id) DO UPDATE
+SET busy           = excluded.busy,
+    last_heartbeat = excluded.last_heartbeat,
+    expires_at     = excluded.expires_at
+
+-- name: unregister_worker
+DELETE FROM workers WHERE id = %(id)s
+
+-- name: list_workers
+SELECT * FROM workers
+WHERE expires_at >= coalesce(%(now)s::timestamptz, now())
+ORDER BY id
+
+-- name: minute_stats
+-- The per-minute aggregates from the minute of since on, all queues and shards together.
+SELECT minute, wait_bucket, run_bucket,
+       sum(finished)::bigint AS finished, sum(failed)::bigint AS failed,
+       sum(retried)::bigint AS retried
+FROM job_minutes
+WHERE minute >= date_trunc('minute', %(since)s::timestamptz)
+GROUP BY minute, wait_bucket, run_bucket
+
+-- name: oldest_pending
+-- The run_at of each queue's oldest due pending job, from the pending index (pending jobs
+-- only). Jobs waiting for dependencies have a run_at far ahead, past now.
+SELECT queue, min(run_at) AS run_at
+FROM jobs
+WHERE status = 'pending'
+  AND run_at <= coalesce(%(now)s::timestamptz, now())
+GROUP BY queue
+
+-- name: prune_minutes
+DELETE FROM job_minutes
+WHERE minute < coalesce(%(now)s::timestamptz, now()) - %(keep)s::interval
+
+-- name: fold_counts
+-- The job_counts shards of sessions that are gone are added into shard 0 (which only this
+-- statement writes), in key order, so that the table stays as small as the live sessions
+-- make it. A pid taken again by a new session meanwhile is harmless: its row is moved whole.
+WITH gone AS (
+    DELETE FROM job_counts
+    WHERE shard <> 0
+      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = job_counts.shard)
+    RETURNING queue, status, n
+)
+INSERT INTO job_counts AS c (queue, status, shard, n)
+SELECT queue, status, 0, sum(n)
+FROM gone
+GROUP BY queue, status
+ORDER BY queue, status
+ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n

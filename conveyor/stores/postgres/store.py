@@ -16,6 +16,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from conveyor import dependencies, jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
+from conveyor.fleet import LIVE_LEASES, MinuteStats, WorkerInfo
 from conveyor.jobs import (
     POLICIES,
     QUEUE_SETTINGS,
@@ -43,7 +44,7 @@ from conveyor.payloads import decode
 from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
 from conveyor.stores.base import FinishListener, Notifier, Store, id_batches, prune_batches
-from conveyor.stores.postgres.connections import Connections, Cursor, first_line
+from conveyor.stores.postgres.connections import Connections, Cursor, first_line, split_pooler
 
 Q = sqlfile.load("conveyor.stores.postgres")
 MIGRATIONS = sqlfile.migrations("conveyor.stores.postgres")
@@ -61,6 +62,9 @@ POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 # Server settings of the runtime pool's sessions (why: PostgresStore).
 GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
+# Through a transaction-mode pooler: what is left of them, set per statement (no statement is
+# prepared there, so there are no generic plans to choose).
+POOLED_RUNTIME_SETTINGS = ("enable_seqscan = off",)
 PRUNE_BATCH = 5000
 # Claims follow a queue's new settings (a pause, a limit) within this long (SPEC §7: a second).
 RULES_TTL_S = 1.0
@@ -118,6 +122,7 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         concurrency_key=row["concurrency_key"],
         depends_on=tuple(row["depends_on"] or ()),
         on_dependency_failure=POLICIES[row["on_dependency_failure"]],
+        trace_context=row["trace_context"],
     )
 
 
@@ -179,6 +184,14 @@ class PostgresStore(Store):
     - the client pool runs everything else (enqueue, reads, operators' commands, claims
       from named queues), planned per call as usual: there the best plan depends on the
       parameters (which filters are given, how common the named queues are).
+
+    Through a transaction-mode pooler (`?pooler=transaction` in the URL, or `listen_url`
+    given) consecutive transactions may run on different server sessions, so none is relied
+    on: no startup options, no prepared statements, every statement planned with its
+    values; the runtime's statements run each after `SET LOCAL enable_seqscan = off`, in
+    the same message (connections.LocalSettingsCursor). LISTEN needs a session of its own:
+    the notifier and the finish listener connect to `listen_url` (a direct or session-mode
+    connection) when given; without it workers poll (`listens` is False).
     """
 
     def __init__(
@@ -188,12 +201,28 @@ class PostgresStore(Store):
         min_size: int = POOL_MIN_SIZE,
         max_size: int = POOL_MAX_SIZE,
         pool_timeout: float = POOL_TIMEOUT_S,
+        listen_url: str | None = None,
     ) -> None:
         self.url = url
-        self._params, self._where = parse_url(url)
+        plain_url, declared = split_pooler(url)
+        self.pooled = declared or listen_url is not None
+        self._params, self._where = parse_url(plain_url)
+        self._listen: tuple[dict[str, Any], str] | None = None
+        if listen_url is not None:
+            if split_pooler(listen_url)[1]:
+                raise ConfigurationError(
+                    "LISTEN_DATABASE_URL must reach PostgreSQL directly (or through a "
+                    "session-mode pooler): a LISTEN through a transaction-mode pooler hears nothing"
+                )
+            self._listen = parse_url(listen_url)
         self._client = self._connections("conveyor", "", min_size, max_size, pool_timeout)
         self._runtime = self._connections(
-            "conveyor-runtime", GENERIC_PLANS, min_size, max_size, pool_timeout
+            "conveyor-runtime",
+            "" if self.pooled else GENERIC_PLANS,
+            min_size,
+            max_size,
+            pool_timeout,
+            local_settings=POOLED_RUNTIME_SETTINGS if self.pooled else (),
         )
         self._rules: tuple[tuple[bool, list[str]] | None, float] = (None, 0.0)
 
@@ -201,17 +230,35 @@ class PostgresStore(Store):
         return f"PostgresStore({redact(self.url)!r})"
 
     # -- connections ---------------------------------------------------------------
-    def conninfo(self, application_name: str, *, options: str = "") -> str:
-        """The connection string for a new connection (also used by the notifier);
-        `application_name` names it in pg_stat_activity unless the URL names it; `options`
-        (server settings, `-c name=value`) go after any the URL gives."""
-        params = {"application_name": application_name, **self._params}
+    @property
+    def listens(self) -> bool:
+        """Whether idle workers are woken by notifications: False through a transaction-mode
+        pooler without a listen_url, where workers poll."""
+        return self._listen is not None or not self.pooled
+
+    def conninfo(self, application_name: str, *, options: str = "", listen: bool = False) -> str:
+        """The connection string for a new connection (`listen`: for LISTEN, to listen_url
+        when given); `application_name` names it in pg_stat_activity unless the URL names
+        it; `options` (server settings, `-c name=value`) go after any the URL gives."""
+        params = {"application_name": application_name, **self._listen_params(listen)[0]}
         if options:
             params["options"] = f"{params.get('options') or ''} {options}".strip()
         return make_conninfo("", **params)
 
+    def _listen_params(self, listen: bool) -> tuple[dict[str, Any], str]:
+        if listen and self._listen is not None:
+            return self._listen
+        return self._params, self._where
+
     def _connections(
-        self, name: str, options: str, min_size: int, max_size: int, timeout: float
+        self,
+        name: str,
+        options: str,
+        min_size: int,
+        max_size: int,
+        timeout: float,
+        *,
+        local_settings: Sequence[str] = (),
     ) -> Connections:
         return Connections(
             self.conninfo(name, options=options),
@@ -221,6 +268,8 @@ class PostgresStore(Store):
             max_size=max_size,
             timeout=timeout,
             connect_timeout=CONNECT_TIMEOUT_S,
+            pooled=self.pooled,
+            local_settings=local_settings,
         )
 
     def _run(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
@@ -279,14 +328,23 @@ class PostgresStore(Store):
         self._client.close()
 
     def notifier(self) -> Notifier:
-        from conveyor.stores.postgres.notifier import PostgresNotifier
+        from conveyor.stores.postgres.notifier import PollingNotifier, PostgresNotifier
 
-        return PostgresNotifier(self.conninfo("conveyor-listener"), where=self._where)
+        if not self.listens:
+            return PollingNotifier()
+        where = self._listen_params(listen=True)[1]
+        return PostgresNotifier(self.conninfo("conveyor-listener", listen=True), where=where)
 
     def finish_listener(self) -> FinishListener:
-        from conveyor.stores.postgres.finish_listener import PostgresFinishListener
+        from conveyor.stores.postgres.finish_listener import (
+            PollingFinishListener,
+            PostgresFinishListener,
+        )
 
-        return PostgresFinishListener(self.conninfo("conveyor-waiter"), where=self._where)
+        if not self.listens:
+            return PollingFinishListener()
+        where = self._listen_params(listen=True)[1]
+        return PostgresFinishListener(self.conninfo("conveyor-waiter", listen=True), where=where)
 
     # -- lifecycle -------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -561,6 +619,75 @@ class PostgresStore(Store):
             out.setdefault(row["queue"], {})[row["status"]] = row["n"]
         return out
 
+    # -- fleet observability (SPEC §9) -----------------------------------------------------
+    def register_worker(
+        self, worker: WorkerInfo, *, lease: timedelta, now: datetime | None = None
+    ) -> None:
+        params = {
+            "id": worker.id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "queues": None if worker.queues is None else list(worker.queues),
+            "slots": worker.slots,
+            "busy": worker.busy,
+            "version": worker.version,
+            "started_at": _ts(worker.started_at),
+            "now": _ts(now),
+            "live": lease * LIVE_LEASES,
+        }
+        self._run_runtime(lambda cur: cur.execute(Q["register_worker"], params))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._run_runtime(lambda cur: cur.execute(Q["unregister_worker"], {"id": worker_id}))
+
+    def list_workers(self, *, now: datetime | None = None) -> list[WorkerInfo]:
+        params = {"now": _ts(now)}
+        rows = self._run(lambda cur: cur.execute(Q["list_workers"], params).fetchall())
+        return [
+            WorkerInfo(
+                id=row["id"],
+                host=row["host"],
+                pid=row["pid"],
+                queues=None if row["queues"] is None else tuple(row["queues"]),
+                slots=row["slots"],
+                busy=row["busy"],
+                version=row["version"],
+                started_at=_utc(row["started_at"]),
+                last_heartbeat=_utc(row["last_heartbeat"]),
+            )
+            for row in rows
+        ]
+
+    def minute_stats(self, since: datetime) -> list[MinuteStats]:
+        params = {"since": _ts(since)}
+        rows = self._run(lambda cur: cur.execute(Q["minute_stats"], params).fetchall())
+        return [
+            MinuteStats(
+                minute=_utc(row["minute"]),
+                wait_bucket=row["wait_bucket"],
+                run_bucket=row["run_bucket"],
+                finished=row["finished"],
+                failed=row["failed"],
+                retried=row["retried"],
+            )
+            for row in rows
+        ]
+
+    def oldest_pending(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        params = {"now": _ts(now)}
+        rows = self._run(lambda cur: cur.execute(Q["oldest_pending"], params).fetchall())
+        return {row["queue"]: _utc(row["run_at"]) for row in rows}
+
+    def compact_stats(self, *, keep: timedelta, now: datetime | None = None) -> int:
+        params = {"now": _ts(now), "keep": keep}
+
+        def work(cur: Cursor) -> int:
+            deleted = cur.execute(Q["prune_minutes"], params).rowcount
+            cur.execute(Q["fold_counts"])
+            return deleted
+
+        return self._run(work)
+
     # -- queue settings (SPEC §7) ----------------------------------------------------------
     def list_queues(self) -> list[QueueSettings]:
         rows = self._run(lambda cur: cur.execute(Q["list_queues"]).fetchall())
@@ -744,6 +871,7 @@ def _insert(cur: Cursor, job: NewJob, depends_on: list[int] | None = None) -> En
         "run_at": _ts(job.run_at),
         "unique_key": job.unique_key,
         "concurrency_key": job.concurrency_key,
+        "trace_context": job.trace_context,
     }
     # Unlike SQLite's single writer, the holder may finish between our insert and our read
     # (a committed DONE frees the key): then insert again.
@@ -791,6 +919,7 @@ def _insert_dependent(cur: Cursor, job: NewJob, depends_on: list[int]) -> Enqueu
                 "depth": plan.depth,
                 "status": plan.status.value,
                 "last_error": plan.cancelled_by,
+                "trace_context": job.trace_context,
             },
         ).fetchone()
         if row is not None:
@@ -825,6 +954,7 @@ def _insert_many(cur: Cursor, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
                 _iso(job.run_at),
                 job.unique_key,
                 job.concurrency_key,
+                job.trace_context,
             ]
             for job in jobs
         ]

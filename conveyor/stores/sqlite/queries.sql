@@ -21,9 +21,9 @@ INSERT INTO schema_version (version, name, applied_at) VALUES (:version, :name, 
 -- name: enqueue
 -- Insert one pending job; returns no row when an unfinished job holds its unique_key.
 INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
-                  concurrency_key, created_at, updated_at)
+                  concurrency_key, trace_context, created_at, updated_at)
 VALUES (:type, :queue, :payload, :priority, :max_attempts, :run_at, :unique_key,
-        :concurrency_key, :now, :now)
+        :concurrency_key, :trace_context, :now, :now)
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
 DO NOTHING
 RETURNING id
@@ -39,10 +39,10 @@ SELECT id, status, depth FROM jobs WHERE id IN (SELECT value FROM json_each(:ids
 -- run_at in held_run_at); or already cancelled by a dependency that ended badly.
 INSERT INTO jobs (type, queue, payload, priority, max_attempts, run_at, unique_key,
                   concurrency_key, depends_on, on_dependency_failure, waiting_for, held_run_at,
-                  depth, status, last_error, finished_at, created_at, updated_at)
+                  depth, status, last_error, finished_at, trace_context, created_at, updated_at)
 VALUES (:type, :queue, :payload, :priority, :max_attempts, :run_at, :unique_key,
         :concurrency_key, :depends_on, :on_dependency_failure, :waiting_for, :held_run_at,
-        :depth, :status, :last_error, :finished_at, :now, :now)
+        :depth, :status, :last_error, :finished_at, :trace_context, :now, :now)
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
 DO NOTHING
 RETURNING id
@@ -408,7 +408,9 @@ WHERE id = :id
   AND attempts = :attempt
 
 -- name: complete
--- processing → done, fenced by the claim's worker and attempt.
+-- processing → done, fenced by the claim's worker and attempt. The one way to done: the
+-- batch is counted by count_done and done_minutes, not by a trigger (it sets no run_at, so
+-- the counts' triggers of migration 0011 do not run; every other change of status sets it).
 UPDATE jobs
 SET status           = 'done',
     result           = :result,
@@ -659,9 +661,22 @@ WHERE id = :id
   AND updated_at = :now
 
 -- name: stats
-SELECT queue, status, count(*) AS n
-FROM jobs
-GROUP BY queue, status
+-- Jobs by queue and status: pending and processing ones counted on their partial indexes
+-- (few), finished ones read from job_counts (kept by triggers, migration 0011), so the cost
+-- does not grow with the finished jobs the table holds.
+SELECT queue, 'pending' AS status, count(*) AS n
+FROM jobs INDEXED BY jobs_pending
+WHERE status = 'pending'
+GROUP BY queue
+UNION ALL
+SELECT queue, 'processing', count(*)
+FROM jobs INDEXED BY jobs_processing
+WHERE status = 'processing'
+GROUP BY queue
+UNION ALL
+SELECT queue, status, n
+FROM job_counts
+WHERE n > 0
 
 -- name: register_periodic
 -- A schedule as an app registers it when a worker starts: a new row whose ticks count from
@@ -806,3 +821,119 @@ SELECT wanted.value AS wanted, jobs.*
 FROM json_each(:ids) AS wanted
 LEFT JOIN jobs ON jobs.id = wanted.value
 WHERE jobs.id IS NULL OR jobs.status IN ('done', 'failed', 'cancelled')
+
+-- name: register_worker
+-- A worker's registry row (migration 0010): inserted at its start, renewed by each heartbeat
+-- (busy, last_heartbeat, the listing deadline); started_at stays the first one's.
+INSERT INTO workers (id, host, pid, queues, slots, busy, version, started_at, last_heartbeat,
+                     expires_at)
+VALUES (:id, :host, :pid, :queues, :slots, :busy, :version, :started_at, :now, :expires_at)
+ON CONFLICT (id) DO UPDATE
+SET busy           = excluded.busy,
+    last_heartbeat = excluded.last_heartbeat,
+    expires_at     = excluded.expires_at
+
+-- name: unregister_worker
+DELETE FROM workers WHERE id = :id
+
+-- name: list_workers
+SELECT * FROM workers WHERE expires_at >= :lease_now ORDER BY id
+
+-- name: forget_workers
+-- Registry rows of workers gone without unregistering (killed): deleted by the reapers.
+DELETE FROM workers WHERE expires_at < :lease_now
+
+-- name: forget_all_workers
+-- After a reboot every worker process is gone (see expire_leases).
+DELETE FROM workers
+
+-- name: minute_stats
+-- The per-minute aggregates from minute :since on, all queues together.
+SELECT minute, wait_bucket, run_bucket,
+       sum(finished) AS finished, sum(failed) AS failed, sum(retried) AS retried
+FROM job_minutes
+WHERE minute >= :since
+GROUP BY minute, wait_bucket, run_bucket
+
+-- name: oldest_pending
+-- The run_at of each queue's oldest due pending job: one walk of jobs_pending (pending jobs
+-- only). Jobs waiting for dependencies have a run_at far ahead, past :now.
+SELECT queue, min(run_at) AS run_at
+FROM jobs INDEXED BY jobs_pending
+WHERE status = 'pending'
+  AND run_at <= :now
+GROUP BY queue
+
+-- name: prune_minutes
+DELETE FROM job_minutes WHERE minute < :before
+
+-- name: count_done
+-- The jobs of :ids (a JSON array) just completed, counted in job_counts in the completing
+-- transaction: once per batch, where a trigger would run once per job (see
+-- migrations/0011_job_stats.sql). `complete` is the one statement that makes jobs done.
+INSERT INTO job_counts (queue, status, n)
+SELECT queue, 'done', count(*)
+FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+GROUP BY queue
+ON CONFLICT (queue, status) DO UPDATE SET n = n + excluded.n
+
+-- name: done_minutes
+-- ... and their attempts in job_minutes: queue wait (run_at → started_at) and run time
+-- (started_at → updated_at, the completion) by bucket, as the jobs_minute_stats trigger
+-- counts the other ended attempts.
+INSERT INTO job_minutes (minute, queue, wait_bucket, run_bucket, finished, failed, retried)
+SELECT updated_at / 60000000,
+       queue,
+       CASE
+           WHEN started_at - run_at < 1000 THEN 0
+           WHEN started_at - run_at < 2000 THEN 1
+           WHEN started_at - run_at < 5000 THEN 2
+           WHEN started_at - run_at < 10000 THEN 3
+           WHEN started_at - run_at < 20000 THEN 4
+           WHEN started_at - run_at < 50000 THEN 5
+           WHEN started_at - run_at < 100000 THEN 6
+           WHEN started_at - run_at < 200000 THEN 7
+           WHEN started_at - run_at < 500000 THEN 8
+           WHEN started_at - run_at < 1000000 THEN 9
+           WHEN started_at - run_at < 2000000 THEN 10
+           WHEN started_at - run_at < 5000000 THEN 11
+           WHEN started_at - run_at < 10000000 THEN 12
+           WHEN started_at - run_at < 30000000 THEN 13
+           WHEN started_at - run_at < 60000000 THEN 14
+           WHEN started_at - run_at < 120000000 THEN 15
+           WHEN started_at - run_at < 300000000 THEN 16
+           WHEN started_at - run_at < 600000000 THEN 17
+           WHEN started_at - run_at < 1800000000 THEN 18
+           WHEN started_at - run_at < 3600000000 THEN 19
+           ELSE 20 END AS wait_bucket,
+       CASE
+           WHEN updated_at - started_at < 1000 THEN 0
+           WHEN updated_at - started_at < 2000 THEN 1
+           WHEN updated_at - started_at < 5000 THEN 2
+           WHEN updated_at - started_at < 10000 THEN 3
+           WHEN updated_at - started_at < 20000 THEN 4
+           WHEN updated_at - started_at < 50000 THEN 5
+           WHEN updated_at - started_at < 100000 THEN 6
+           WHEN updated_at - started_at < 200000 THEN 7
+           WHEN updated_at - started_at < 500000 THEN 8
+           WHEN updated_at - started_at < 1000000 THEN 9
+           WHEN updated_at - started_at < 2000000 THEN 10
+           WHEN updated_at - started_at < 5000000 THEN 11
+           WHEN updated_at - started_at < 10000000 THEN 12
+           WHEN updated_at - started_at < 30000000 THEN 13
+           WHEN updated_at - started_at < 60000000 THEN 14
+           WHEN updated_at - started_at < 120000000 THEN 15
+           WHEN updated_at - started_at < 300000000 THEN 16
+           WHEN updated_at - started_at < 600000000 THEN 17
+           WHEN updated_at - started_at < 1800000000 THEN 18
+           WHEN updated_at - started_at < 3600000000 THEN 19
+           ELSE 20 END AS run_bucket,
+       count(*),
+       0,
+       0
+FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (minute, queue, wait_bucket, run_bucket) DO UPDATE
+SET finished = finished + excluded.finished

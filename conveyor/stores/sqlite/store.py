@@ -6,13 +6,14 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Unpack
+from typing import Unpack, cast
 
 from conveyor import dependencies, jsontext
 from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
+from conveyor.fleet import LIVE_LEASES, MinuteStats, WorkerInfo
 from conveyor.jobs import (
     CANCELLABLE,
     POLICIES,
@@ -100,31 +101,49 @@ def _lease_after(lease_now: int, lease: timedelta) -> int:
     return lease_now + int(lease.total_seconds() * 1_000_000)
 
 
-def row_to_job(row: sqlite3.Row) -> Job:
+# Column places by the names a statement returns. sqlite3.Row finds a column by name with a
+# scan of all its names; read by place, a claimed job's two dozen fields cost far less.
+_LAYOUTS: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _layout(row: sqlite3.Row) -> dict[str, int]:
+    names = tuple(row.keys())
+    layout = _LAYOUTS.get(names)
+    if layout is None:  # the first of two equal names, as row[name] would
+        layout = {name: i for i, name in reversed(list(enumerate(names)))}
+        _LAYOUTS[names] = layout
+    return layout
+
+
+def row_to_job(row: sqlite3.Row, at: dict[str, int] | None = None) -> Job:
+    """The job in `row`; `at` is its statement's `_layout`, when the caller has it already."""
+    if at is None:
+        at = _layout(row)
     return Job(
-        id=row["id"],
-        type=row["type"],
-        queue=row["queue"],
-        payload=decode(row["payload"]),
-        priority=row["priority"],
-        status=STATUSES[row["status"]],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
+        id=row[at["id"]],
+        type=row[at["type"]],
+        queue=row[at["queue"]],
+        payload=decode(row[at["payload"]]),
+        priority=row[at["priority"]],
+        status=STATUSES[row[at["status"]]],
+        attempts=row[at["attempts"]],
+        max_attempts=row[at["max_attempts"]],
         # a job waiting for dependencies shows the run_at it asked for, not the held one
-        run_at=from_us(row["held_run_at"] or row["run_at"]),  # type: ignore[arg-type]
-        unique_key=row["unique_key"],
-        result=decode(row["result"]),
-        last_error=row["last_error"],
-        worker=row["worker"],
-        created_at=from_us(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=from_us(row["updated_at"]),  # type: ignore[arg-type]
-        started_at=from_us(row["started_at"]),
-        finished_at=from_us(row["finished_at"]),
-        progress=row["progress"],
-        progress_message=row["progress_message"],
-        concurrency_key=row["concurrency_key"],
-        depends_on=_ids(row["depends_on"]),
-        on_dependency_failure=POLICIES[row["on_dependency_failure"]],
+        run_at=from_us(row[at["held_run_at"]] or row[at["run_at"]]),  # type: ignore[arg-type]
+        unique_key=row[at["unique_key"]],
+        result=decode(row[at["result"]]),
+        last_error=row[at["last_error"]],
+        worker=row[at["worker"]],
+        created_at=from_us(row[at["created_at"]]),  # type: ignore[arg-type]
+        updated_at=from_us(row[at["updated_at"]]),  # type: ignore[arg-type]
+        started_at=from_us(row[at["started_at"]]),
+        finished_at=from_us(row[at["finished_at"]]),
+        progress=row[at["progress"]],
+        progress_message=row[at["progress_message"]],
+        concurrency_key=row[at["concurrency_key"]],
+        depends_on=_ids(row[at["depends_on"]]),
+        on_dependency_failure=POLICIES[row[at["on_dependency_failure"]]],
+        trace_context=row[at["trace_context"]],
     )
 
 
@@ -321,6 +340,7 @@ class SqliteStore(Store):
                 "run_at": run_at,
                 "unique_key": job.unique_key,
                 "concurrency_key": job.concurrency_key,
+                "trace_context": job.trace_context,
                 "now": now,
             },
         ).fetchone()
@@ -374,6 +394,7 @@ class SqliteStore(Store):
                 "status": plan.status.value,
                 "last_error": plan.cancelled_by,
                 "finished_at": now if plan.cancelled_by is not None else None,
+                "trace_context": job.trace_context,
                 "now": now,
             },
         ).fetchone()
@@ -469,7 +490,7 @@ class SqliteStore(Store):
         with self._write() as conn:
             applied = _finish(conn, finishes, clocks[0])
             rows = (
-                conn.execute(query, _claim_params(worker, queues, limit, lease, clocks))
+                conn.execute(query, _claim_params(worker, queues, limit, lease, clocks)).fetchall()
                 if limit > 0
                 else []
             )
@@ -508,6 +529,7 @@ class SqliteStore(Store):
         params = {"now": wall_now, "lease_now": lease_now, "limit": limit}
         with self._write() as conn:
             rows = conn.execute(Q["recover_expired"], params).fetchall()
+            conn.execute(Q["forget_workers"], {"lease_now": lease_now})
         result = RecoveryResult()
         for job_id, status in rows:
             (result.requeued if status == "pending" else result.failed).append(job_id)
@@ -676,6 +698,57 @@ class SqliteStore(Store):
             out.setdefault(row["queue"], {})[row["status"]] = row["n"]
         return out
 
+    # -- fleet observability (SPEC §9) -----------------------------------------------------
+    def register_worker(
+        self, worker: WorkerInfo, *, lease: timedelta, now: datetime | None = None
+    ) -> None:
+        self._check_lease_clock()
+        wall_now, lease_now = _clocks(now)
+        params = {
+            "id": worker.id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "queues": None if worker.queues is None else jsontext.dumps(list(worker.queues)),
+            "slots": worker.slots,
+            "busy": worker.busy,
+            "version": worker.version,
+            "started_at": to_us(worker.started_at),
+            "now": wall_now,
+            "expires_at": _lease_after(lease_now, lease * LIVE_LEASES),
+        }
+        self._write_one(Q["register_worker"], params)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._write_one(Q["unregister_worker"], {"id": worker_id})
+
+    def list_workers(self, *, now: datetime | None = None) -> list[WorkerInfo]:
+        self._check_lease_clock()
+        rows = self._read(Q["list_workers"], {"lease_now": _clocks(now)[1]})
+        return [_worker(row) for row in rows]
+
+    def minute_stats(self, since: datetime) -> list[MinuteStats]:
+        rows = self._read(Q["minute_stats"], {"since": to_us(since) // 60_000_000})
+        return [
+            MinuteStats(
+                minute=datetime.fromtimestamp(row["minute"] * 60, UTC),
+                wait_bucket=row["wait_bucket"],
+                run_bucket=row["run_bucket"],
+                finished=row["finished"],
+                failed=row["failed"],
+                retried=row["retried"],
+            )
+            for row in rows
+        ]
+
+    def oldest_pending(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        rows = self._read(Q["oldest_pending"], {"now": _now_us(now)})
+        return {row["queue"]: from_us(row["run_at"]) for row in rows}  # type: ignore[misc]
+
+    def compact_stats(self, *, keep: timedelta, now: datetime | None = None) -> int:
+        before = (_now_us(now) - int(keep.total_seconds() * 1_000_000)) // 60_000_000
+        with self._write() as conn:
+            return conn.execute(Q["prune_minutes"], {"before": before}).rowcount
+
     # -- queue settings (SPEC §7) ----------------------------------------------------------
     def list_queues(self) -> list[QueueSettings]:
         now = _now_us(None)
@@ -773,6 +846,8 @@ class SqliteStore(Store):
             if row is None or row[0] != clock.BOOT_ID:
                 with contextlib.suppress(sqlite3.OperationalError):  # before migration 0005
                     conn.execute(Q["expire_leaders"])
+                with contextlib.suppress(sqlite3.OperationalError):  # before migration 0010
+                    conn.execute(Q["forget_all_workers"])
                 conn.execute(Q["set_lease_clock"], {"boot_id": clock.BOOT_ID})
         self._lease_clock_checked = True
 
@@ -811,6 +886,24 @@ def _value(status: JobStatus | None) -> str | None:
     return None if status is None else status.value
 
 
+def _worker(row: sqlite3.Row) -> WorkerInfo:
+    started_at, last_heartbeat = from_us(row["started_at"]), from_us(row["last_heartbeat"])
+    assert started_at is not None
+    assert last_heartbeat is not None
+    queues = row["queues"]
+    return WorkerInfo(
+        id=row["id"],
+        host=row["host"],
+        pid=row["pid"],
+        queues=None if queues is None else tuple(cast(list[str], jsontext.loads(queues))),
+        slots=row["slots"],
+        busy=row["busy"],
+        version=row["version"],
+        started_at=started_at,
+        last_heartbeat=last_heartbeat,
+    )
+
+
 def _periodic_state(row: sqlite3.Row) -> PeriodicState:
     since, updated_at = from_us(row["since"]), from_us(row["updated_at"])
     assert since is not None
@@ -846,8 +939,11 @@ def _claim_params(
     }
 
 
-def _claimed(rows: Iterable[sqlite3.Row]) -> list[Job]:
-    jobs = [row_to_job(row) for row in rows]
+def _claimed(rows: Sequence[sqlite3.Row]) -> list[Job]:
+    if not rows:
+        return []
+    at = _layout(rows[0])
+    jobs = [row_to_job(row, at) for row in rows]
     # RETURNING order is unspecified; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
     return jobs
@@ -870,6 +966,10 @@ def _finish(
     applied.update(
         (fin.ref.job_id, JobStatus.DONE) for i, fin in enumerate(done) if i not in missed
     )
+    if applied:  # counts and aggregates of the batch (SPEC §9), not a trigger per job
+        ids = {"ids": jsontext.dumps(list(applied))}
+        conn.execute(Q["count_done"], ids)
+        conn.execute(Q["done_minutes"], ids)
     for fin in finishes:
         if fin.kind == FinishKind.DONE:
             continue
