@@ -534,6 +534,13 @@ class Conveyor:
             return None
         return self.store.get_job(job_id)
 
+    def dependents(self, job_id: int, *, limit: int = 100) -> list[Job]:
+        """The jobs that named `job_id` in their depends_on, in id order (at most `limit`),
+        whatever their state or the dependency's when they were enqueued."""
+        if absent_id(job_id):
+            return []
+        return self.store.dependents(job_id, limit=limit)
+
     def wait(self, job_id: int, timeout: float) -> Job:
         """The job once it is finished (done, failed or cancelled): at once if it already
         is, else as soon as the store says so (SPEC §8). TimeoutError when `timeout`

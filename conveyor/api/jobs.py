@@ -158,6 +158,22 @@ def router(conveyor: Conveyor) -> APIRouter:
             raise JobNotFound(f"job {job_id} not found")
         return _job(job)
 
+    @api.get(
+        "/{job_id}/dependents",
+        response_model=JobsOut,
+        summary="The jobs that depend on a job",
+        responses=error_responses(401, 404, 422, 503),
+    )
+    def dependents(
+        job_id: JobId,
+        limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_DEFAULT,
+    ) -> JSONResponse:
+        """The jobs that named this one in `depends_on`, in id order, whatever state either
+        was in; pruned ones are left out. 404 for no such job."""
+        if conveyor.get_job(job_id) is None:
+            raise JobNotFound(f"job {job_id} not found")
+        return _jobs(conveyor.dependents(job_id, limit=limit))
+
     @api.post(
         "/{job_id}/cancel",
         response_model=JobOut,

@@ -269,6 +269,11 @@ class Store(abc.ABC):
         """The jobs a job depends on (SPEC §8), in id order; pruned ones are left out."""
 
     @abc.abstractmethod
+    def dependents(self, job_id: int, *, limit: int = 100) -> list[Job]:
+        """The jobs that named `job_id` as a dependency, in id order, at most `limit`;
+        pruned ones are left out."""
+
+    @abc.abstractmethod
     def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
         """One read of many jobs: each of `job_ids` that is finished (done, failed,
         cancelled) as its Job, each that names no job as None; unfinished ones are left

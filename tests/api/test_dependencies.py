@@ -22,6 +22,23 @@ def test_a_job_with_dependencies_over_http(client: httpx.Client):
     assert client.get(f"/jobs/{job['id']}").json()["depends_on"] == [a["id"]]
 
 
+def test_a_jobs_dependents_over_http(client: httpx.Client):
+    a = client.post("/jobs", json={"type": "reverse", "payload": "a"}).json()
+    ids = [
+        client.post("/jobs", json={"type": "reverse", "depends_on": [a["id"]]}).json()["id"]
+        for _ in range(3)
+    ]
+    response = client.get(f"/jobs/{a['id']}/dependents")
+    assert response.status_code == 200, response.text
+    assert [j["id"] for j in response.json()["jobs"]] == ids
+    assert [j["id"] for j in client.get(f"/jobs/{a['id']}/dependents?limit=2").json()["jobs"]] == (
+        ids[:2]
+    )
+    assert client.get(f"/jobs/{ids[0]}/dependents").json() == {"jobs": []}
+    assert client.get("/jobs/999999999/dependents").status_code == 404
+    assert client.get(f"/jobs/{a['id']}/dependents?limit=0").status_code == 422
+
+
 def test_batch_items_reference_earlier_items_over_http(client: httpx.Client):
     response = client.post(
         "/jobs/batch",

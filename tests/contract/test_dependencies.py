@@ -246,3 +246,39 @@ def test_a_run_dependent_may_be_retried_whatever_its_dependencies(app):
     assert app.retry(b.id).status == JobStatus.PENDING
     (claimed,) = claim_all(app.store)
     assert claimed.id == b.id
+
+
+def test_dependents_list_every_job_that_named_a_dependency_whatever_its_state(app):
+    a = app.enqueue("t")
+    before = app.enqueue("t", depends_on=[a.id])  # a unfinished: an edge is kept too
+    (job,) = claim_all(app.store)
+    app.store.complete(job.lease_ref())
+    after = app.enqueue("t", depends_on=[a.id], on_dependency_failure="run")  # a done
+    batch = app.enqueue_many(
+        [{"type": "t"}, {"type": "merge", "depends_on": ["@0", a.id]}]
+    )  # fmt: skip
+    assert [j.id for j in app.dependents(a.id)] == [before.id, after.id, batch[1].id]
+    assert [j.id for j in app.dependents(a.id, limit=2)] == [before.id, after.id]
+    assert [j.id for j in app.dependents(batch[0].id)] == [batch[1].id]
+    assert app.dependents(before.id) == [] and app.dependents(999_999_999) == []
+    listed = app.dependents(a.id)[0]
+    assert listed.type == "t" and listed.depends_on == (a.id,)
+
+
+def test_a_pruned_job_takes_its_dependents_list_and_a_pruned_dependent_leaves_it(app):
+    a = app.enqueue("t")
+    (job,) = claim_all(app.store)
+    app.store.complete(job.lease_ref())
+    z = app.enqueue("t", queue="held")  # never claimed here: its dependents wait
+    waits = app.enqueue("t", depends_on=[a.id, z.id])
+    gone = app.enqueue("t", depends_on=[z.id])
+    app.cancel(gone.id)
+    app.enqueue("t")  # the newest job, which prune keeps on SQLite
+    assert [j.id for j in app.dependents(a.id)] == [waits.id]
+    assert [j.id for j in app.dependents(z.id)] == [waits.id, gone.id]
+
+    assert app.store.prune(older_than=timedelta(0), status=JobStatus.DONE) == 1
+    assert app.get_job(a.id) is None
+    assert app.dependents(a.id) == []  # its list went with it, though `waits` is there
+    assert app.store.prune(older_than=timedelta(0), status=JobStatus.CANCELLED) == 1
+    assert [j.id for j in app.dependents(z.id)] == [waits.id]

@@ -178,7 +178,7 @@ def test_filter_paginate_and_open_a_job(dashboard, page, names):
     expect(page.locator("#job-timeline li")).to_have_count(1)  # created
 
 
-def test_job_page_shows_the_traceback_dependencies_and_timeline(dashboard, page, names):
+def test_job_page_shows_the_traceback_dependencies_dependents_and_timeline(dashboard, page, names):
     queue = names("detail")
     traceback = "Traceback (most recent call last):\n  File 'x.py', line 1\nValueError: no"
     (first,) = failed_jobs(dashboard, queue, 1, error=traceback)
@@ -189,6 +189,9 @@ def test_job_page_shows_the_traceback_dependencies_and_timeline(dashboard, page,
     expect(page.locator("#job-error")).to_have_text(traceback)
     expect(page.locator("#job-timeline li")).to_have_count(3)  # created, started, finished
     expect(page.locator("#job-timeline")).to_contain_text("finished: failed")
+    # its dependent, named after it had failed already
+    expect(page.locator("#job-dependents a")).to_have_text(f"#{child.id}")
+    expect(page.locator("#job-dependents li")).to_contain_text("reverse · pending")
 
     open_page(page, f"{dashboard.base}/dashboard/jobs/{child.id}")
     link = page.locator("#job-dependencies a")

@@ -45,7 +45,7 @@ def drop_database(url: str) -> None:
 
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, job_dependencies RESTART IDENTITY")  # and what waits (§8)
+        conn.execute("TRUNCATE jobs, job_dependencies, job_dependents RESTART IDENTITY")  # §8
         conn.execute("TRUNCATE periodic")  # periodic jobs' schedules (SPEC §7)
         conn.execute("TRUNCATE queues, queue_starts")  # queue settings and rate windows (§7)
         conn.execute("TRUNCATE leaders")  # who leads retention (§7): killed workers' rows

@@ -527,6 +527,17 @@
           : [el("li", { class: "muted", text: "none" })]),
       );
     }
+    const dependents = (await api("GET", `/jobs/${jobId}/dependents`)).jobs;
+    const dependentsKey = dependents.map((d) => `${d.id}:${d.status}`).join(",");
+    const dependentsList = $("#job-dependents");
+    if (dependentsList.dataset.shown !== dependentsKey || !dependentsList.childElementCount) {
+      dependentsList.dataset.shown = dependentsKey;
+      dependentsList.replaceChildren(
+        ...(dependents.length
+          ? dependents.map((d) => el("li", {}, jobLink(d.id), ` ${d.type} · ${d.status}`))
+          : [el("li", { class: "muted", text: "none" })]),
+      );
+    }
     renderTimeline(job);
   }
 

@@ -150,6 +150,11 @@ WITH inserted AS (
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')
     DO NOTHING
     RETURNING *
+),
+named AS (  -- every dependency, finished or not: the dependents listing (job_dependents)
+    INSERT INTO job_dependents (depends_on, job_id)
+    SELECT DISTINCT unnest(inserted.depends_on), inserted.id FROM inserted
+    ON CONFLICT DO NOTHING
 )
 SELECT inserted.*,
        CASE WHEN status = 'pending' AND waiting_for = 0
@@ -235,6 +240,16 @@ FROM jobs AS job
 JOIN jobs AS dep ON dep.id = ANY (job.depends_on)
 WHERE job.id = %(id)s
 ORDER BY dep.id
+
+-- name: dependents
+-- The jobs that named %(id)s as a dependency, in id order (the job page's links): a range
+-- of job_dependents' primary key, then each job by its own.
+SELECT job.*
+FROM job_dependents AS d
+JOIN jobs AS job ON job.id = d.job_id
+WHERE d.depends_on = %(id)s
+ORDER BY d.job_id
+LIMIT %(limit)s
 
 -- name: get_unfinished_by_unique_key
 -- The job holding a unique_key (after enqueue found it taken).

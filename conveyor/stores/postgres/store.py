@@ -499,6 +499,11 @@ class PostgresStore(Store):
         rows = self._run(lambda cur: cur.execute(Q["dependency_jobs"], params).fetchall())
         return [row_to_job(row) for row in rows]
 
+    def dependents(self, job_id: int, *, limit: int = 100) -> list[Job]:
+        params = {"id": job_id, "limit": limit}
+        rows = self._run(lambda cur: cur.execute(Q["dependents"], params).fetchall())
+        return [row_to_job(row) for row in rows]
+
     def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
         params = {"ids": list(job_ids)}
         rows = self._run(lambda cur: cur.execute(Q["finished_among"], params).fetchall())

@@ -53,6 +53,12 @@ RETURNING id
 INSERT INTO job_dependencies (depends_on, job_id)
 SELECT value, :job_id FROM json_each(:ids)
 
+-- name: name_dependencies
+-- Every dependency of the new job :job_id in :ids, finished or not: the dependents listing
+-- (job_dependents).
+INSERT OR IGNORE INTO job_dependents (depends_on, job_id)
+SELECT value, :job_id FROM json_each(:ids)
+
 -- name: mark_dependents
 UPDATE jobs SET has_dependents = 1
 WHERE id IN (SELECT value FROM json_each(:ids))
@@ -121,6 +127,16 @@ CROSS JOIN json_each(job.depends_on) AS ref
 CROSS JOIN jobs AS dep ON dep.id = ref.value
 WHERE job.id = :id
 ORDER BY dep.id
+
+-- name: dependents
+-- The jobs that named :id as a dependency, in id order (the job page's links): a range of
+-- job_dependents' primary key, then each job by its own.
+SELECT job.*
+FROM job_dependents AS d
+CROSS JOIN jobs AS job ON job.id = d.job_id
+WHERE d.depends_on = :id
+ORDER BY d.job_id
+LIMIT :limit
 
 -- name: get_unfinished_by_unique_key
 SELECT * FROM jobs

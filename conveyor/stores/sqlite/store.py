@@ -399,6 +399,7 @@ class SqliteStore(Store):
             },
         ).fetchone()
         job_id = row[0]
+        conn.execute(Q["name_dependencies"], {"ids": ids, "job_id": job_id})
         if waiting:
             waited = jsontext.dumps(plan.waiting_on)
             conn.execute(Q["add_dependencies"], {"ids": waited, "job_id": job_id})
@@ -408,6 +409,10 @@ class SqliteStore(Store):
 
     def dependency_jobs(self, job_id: int) -> list[Job]:
         return [row_to_job(row) for row in self._read(Q["dependency_jobs"], {"id": job_id})]
+
+    def dependents(self, job_id: int, *, limit: int = 100) -> list[Job]:
+        rows = self._read(Q["dependents"], {"id": job_id, "limit": limit})
+        return [row_to_job(row) for row in rows]
 
     # -- workers -------------------------------------------------------------------------
     def claim(
