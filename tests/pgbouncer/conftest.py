@@ -1,4 +1,4 @@
-"""Fixtures for the tests through PgBouncer: one pooler per session, in transaction mode, in
+"""Fixtures for the tests through PgBouncer: one pooler for the package, in transaction mode, in
 front of the session's database."""
 
 from __future__ import annotations
@@ -8,14 +8,24 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tests.postgres.conftest import backends
 from tests.support.pgbouncer import Bouncer, running_pgbouncer
 from tests.support.procs import workers  # noqa: F401 - fixture
+from tests.support.wait import wait_until
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bouncer(pg_session_url: str) -> Iterator[Bouncer]:
+    """One pooler for this package's tests, gone with its pooled server connections
+    before the next package's: tests elsewhere count the session database's backends."""
     with running_pgbouncer() as running:
         yield running
+    with psycopg.connect(pg_session_url, autocommit=True) as conn:
+        wait_until(
+            lambda: not backends(conn, "conveyor"),
+            timeout=10,
+            message="the pooler's server connections closed",
+        )
 
 
 @pytest.fixture

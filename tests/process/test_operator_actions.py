@@ -65,9 +65,11 @@ def test_operator_actions_on_a_running_job_never_overlap_two_runs(task, actions,
         return current if current.status == JobStatus.DONE else None
 
     final = wait_until(done, timeout=40, message="the retried job done")
-    assert final.attempts == 2, final
+    # twice: the first retry may start its run before the second cancel, when the first run
+    # had stopped at once (an async task, told by the cancel's notification): three runs
+    assert final.attempts in ({2, 3} if actions is cancel_retry_twice else {2}), final
     spans = runs(workers, 1)
-    assert len(spans) == 2 == starts(workers, 1), spans
+    assert len(spans) == final.attempts == starts(workers, 1), spans
     assert_never_overlapping(spans)
     if task == "aspan":
         # the cancelled async run was stopped within about a heartbeat, not run to its end
