@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 APP = "tests.support.periodic_app:app"
 WORKER_ARGS = ["--app", APP, "--workers", "2", "--fetch-interval", "1", "--shutdown-timeout", "5"]
-RUN_S, PAUSE_S = 10.0, 5.0
+RUN_S, PAUSE_S = 6.0, 3.0
 
 
 def tick_of(key: str) -> datetime:
@@ -67,7 +67,7 @@ def seconds(first: datetime, last: datetime) -> list[datetime]:
 def test_every_tick_once_across_three_workers_and_after_a_pause_only_the_latest(
     workers, store, store_url, tmp_path
 ):
-    # -- three workers, 10 s -------------------------------------------------------------------
+    # -- three workers, RUN_S -------------------------------------------------------------------
     fleet, ready = start_fleet(workers)
     time.sleep(RUN_S)
     stopping = time.time()
@@ -89,7 +89,7 @@ def test_every_tick_once_across_three_workers_and_after_a_pause_only_the_latest(
     assert len(pids) >= 2, "the ticks' jobs ran in several workers"
     last_before_pause = ticks[-1]
 
-    # -- the whole fleet stops for 5 s, then starts again -------------------------------------
+    # -- the whole fleet stops for PAUSE_S, then starts again -------------------------------------
     time.sleep(PAUSE_S)
     restarting = time.time()
     fleet, _ = start_fleet(workers)
