@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -16,6 +15,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from opentelemetry.util.types import AttributeValue
 
 from conveyor import jsontext
+from conveyor.fleet import package_version
 from conveyor.jobs import EnqueueResult, Finish, Job, NewJob
 
 TRACER_NAME = "conveyor"
@@ -29,18 +29,11 @@ _STOPPED = {
 }
 
 
-def _version() -> str:
-    try:
-        return version("conveyor")
-    except PackageNotFoundError:
-        return "0"
-
-
 class Spans:
     """Spans from one TracerProvider, under the tracer named "conveyor"."""
 
     def __init__(self, provider: TracerProvider) -> None:
-        self._tracer = provider.get_tracer(TRACER_NAME, _version())
+        self._tracer = provider.get_tracer(TRACER_NAME, package_version())
 
     @contextmanager
     def enqueue(self, jobs: Sequence[NewJob], *, batch: bool = False) -> Iterator[Enqueue]:
