@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conveyor.jobs import Finish, FinishKind, Job, JobStatus, utcnow
+from conveyor.jobs import Finish, FinishKind, Job, JobStatus, LeaseRef, utcnow
 from conveyor.logs import job_fields
 from conveyor.metrics import Metrics
 from conveyor.stores import Store
@@ -42,7 +42,7 @@ class Completer:
         store: Store,
         calls: StoreCalls,
         metrics: Metrics,
-        on_written: Callable[[int], None],
+        on_written: Callable[[LeaseRef], None],
     ) -> None:
         self._store = store
         self._calls = calls
@@ -74,7 +74,7 @@ class Completer:
         for done in batch:
             if done.finish.outcome:  # the end of a cancelled run is no outcome to report
                 self._report(done, applied.get(done.job.id))
-            self._on_written(done.job.id)
+            self._on_written(done.job.lease_ref())
         if not self._queue:
             self._idle.set()
 

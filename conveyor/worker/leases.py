@@ -47,8 +47,8 @@ class Leases:
         store: Store,
         *,
         lease: float,
-        on_lost: Callable[[int], None],
-        on_stop: Callable[[int], None],
+        on_lost: Callable[[LeaseRef], None],
+        on_stop: Callable[[LeaseRef], None],
         beat: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
@@ -76,9 +76,12 @@ class Leases:
         with self._lock:
             self._held[ref.job_id] = _Held(ref, until, context)
 
-    def drop(self, job_id: int) -> None:
+    def drop(self, ref: LeaseRef) -> None:
+        """Stop renewing this claim (not a later claim of the same job)."""
         with self._lock:
-            self._held.pop(job_id, None)
+            held = self._held.get(ref.job_id)
+            if held is not None and held.ref == ref:
+                del self._held[ref.job_id]
 
     def held_until(self, job_id: int) -> float | None:
         with self._lock:
@@ -158,26 +161,33 @@ class Leases:
             log.warning("heartbeat failed for %d jobs: %s", len(refs), exc)
             return
         until = asked + self._lease
+        lost: list[LeaseRef] = []
+        stop: list[LeaseRef] = []
         with self._lock:
             for ref in refs:
                 current = self._held.get(ref.job_id)
+                # A newer claim of the same job (a retry this process took once the cancelled
+                # run's lease ended) is not what this renewal judged: leave it alone.
                 if current is None or current.ref != ref:
                     continue
                 if ref.job_id in renewal.lost:
                     del self._held[ref.job_id]
+                    lost.append(ref)
                 else:
                     current.until = max(current.until, until)
-        for job_id in renewal.lost:
-            self._call_soon(self._on_lost, job_id)
-        for job_id in renewal.stop:
-            self._call_soon(self._on_stop, job_id)
+                    if ref.job_id in renewal.stop:
+                        stop.append(ref)
+        for ref in lost:
+            self._call_soon(self._on_lost, ref)
+        for ref in stop:
+            self._call_soon(self._on_stop, ref)
 
-    def _call_soon(self, callback: Callable[[int], None], job_id: int) -> None:
+    def _call_soon(self, callback: Callable[[LeaseRef], None], ref: LeaseRef) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(callback, job_id)
+            loop.call_soon_threadsafe(callback, ref)
         except RuntimeError:  # the loop closed meanwhile: the process is exiting
             pass
 

@@ -368,7 +368,7 @@ class WorkerPool:
             return  # _drain hands the job back
         if reason != "cancelled":
             # lease lost, or about to expire unrenewed: this process can write nothing more
-            self._leases.drop(job.id)
+            self._leases.drop(job.lease_ref())
             return
         if thread is None or thread.done():
             self._end_run(job, slot)
@@ -408,10 +408,11 @@ class WorkerPool:
             if len(self._free_slots) == 1:
                 self._notifier.wake_local()  # a slot opened: look for work now
 
-    def _written(self, job_id: int) -> None:
+    def _written(self, ref: LeaseRef) -> None:
         """The run's last write is stored: its lease is no longer ours to renew."""
-        self._leases.drop(job_id)
-        self._lingering.pop(job_id, None)
+        self._leases.drop(ref)
+        if self._lingering.get(ref.job_id) == ref:
+            del self._lingering[ref.job_id]
 
     def _wake_at(self, delay: float) -> None:
         if self._loop is not None:
@@ -453,24 +454,34 @@ class WorkerPool:
         )
         self._stop_job(running, "expiring")
 
-    def _lease_lost(self, job_id: int) -> None:
+    def _run_of(self, ref: LeaseRef) -> _Running | None:
+        """The run that holds this claim: not a later claim of the same job in this process
+        (a retry taken once the cancelled run's lease ended), which a stale report must not
+        stop."""
+        running = self._running.get(ref.job_id)
+        if running is None or running.stopping or running.job.lease_ref() != ref:
+            return None
+        return running
+
+    def _lease_lost(self, ref: LeaseRef) -> None:
         """A renewal found the lease gone (recovered after it expired): stop the run."""
-        self._lingering.pop(job_id, None)
-        running = self._running.get(job_id)
-        if running is not None and not running.stopping:
+        if self._lingering.get(ref.job_id) == ref:
+            del self._lingering[ref.job_id]
+        running = self._run_of(ref)
+        if running is not None:
             log.warning(
                 "lease lost (recovered after it expired): stopping the job",
-                extra=job_fields(worker=running.slot, job=job_id, status="lost"),
+                extra=job_fields(worker=running.slot, job=ref.job_id, status="lost"),
             )
             self._stop_job(running, "lost")
 
-    def _cancelled(self, job_id: int) -> None:
+    def _cancelled(self, ref: LeaseRef) -> None:
         """A renewal found the job no longer processing: an operator cancelled it."""
-        running = self._running.get(job_id)
-        if running is not None and not running.stopping:
+        running = self._run_of(ref)
+        if running is not None:
             log.info(
                 "cancelled: stopping the job",
-                extra=job_fields(worker=running.slot, job=job_id, status="cancelled"),
+                extra=job_fields(worker=running.slot, job=ref.job_id, status="cancelled"),
             )
             self._stop_job(running, "cancelled")
 
@@ -539,7 +550,7 @@ class WorkerPool:
         lingering = list(self._lingering.values())
         self._lingering.clear()
         for ref in [*still_running, *stopped, *lingering]:
-            self._leases.drop(ref.job_id)  # no renewal may extend them past the grace
+            self._leases.drop(ref)  # no renewal may extend them past the grace
         if not (still_running or stopped or lingering):
             return
         released: set[int] = set()

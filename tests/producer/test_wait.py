@@ -294,8 +294,10 @@ def test_one_watch_thread_and_one_read_per_wake_up_for_many_waiters(app, notific
     claimed = app.store.claim(worker="w", queues=None, limit=50, lease=LEASE)
     app.store.finish_many([Finish.done(job.lease_ref(), "1") for job in claimed])
     assert {waiter.result().status for waiter in waiters} == {JobStatus.DONE}
-    assert 1 <= len(reads) <= 3, reads  # one statement finished all 50: one read, not 50
-    assert sum(reads) <= 100, reads
+    # one statement finished all 50: one read per wake-up (the claim's write may wake the
+    # watch too, and a read may overlap a write), each for every job still waited for, not 50
+    assert 1 <= len(reads) <= 3, reads
+    assert all(n <= 50 for n in reads), reads
 
 
 def test_a_finish_nobody_announced_is_seen_within_about_a_second(app):
