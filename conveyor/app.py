@@ -541,6 +541,13 @@ class Conveyor:
             return []
         return self.store.dependents(job_id, limit=limit)
 
+    def starts(self, job_id: int) -> list[datetime] | None:
+        """When each attempt of the job started, oldest first (the last is its `started_at`;
+        the store keeps the last 101); None for no such job."""
+        if absent_id(job_id):
+            return None
+        return self.store.starts(job_id)
+
     def wait(self, job_id: int, timeout: float) -> Job:
         """The job once it is finished (done, failed or cancelled): at once if it already
         is, else as soon as the store says so (SPEC §8). TimeoutError when `timeout`

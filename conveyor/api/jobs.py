@@ -19,6 +19,7 @@ from conveyor.api.schemas import (
     JobsOut,
     QueueFilter,
     RetryIn,
+    StartsOut,
     TypeFilter,
     error_responses,
 )
@@ -173,6 +174,20 @@ def router(conveyor: Conveyor) -> APIRouter:
         if conveyor.get_job(job_id) is None:
             raise JobNotFound(f"job {job_id} not found")
         return _jobs(conveyor.dependents(job_id, limit=limit))
+
+    @api.get(
+        "/{job_id}/starts",
+        response_model=StartsOut,
+        summary="When each attempt of a job started",
+        responses=error_responses(401, 404, 422, 503),
+    )
+    def starts(job_id: JobId) -> JSONResponse:
+        """The start of each attempt, oldest first (the job page's timeline); the last is
+        the job's `started_at`. Empty for a job never started; 404 for no such job."""
+        times = conveyor.starts(job_id)
+        if times is None:
+            raise JobNotFound(f"job {job_id} not found")
+        return JSONResponse({"starts": [t.isoformat() for t in times]})
 
     @api.post(
         "/{job_id}/cancel",

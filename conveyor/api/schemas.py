@@ -196,6 +196,13 @@ class JobsOut(BaseModel):
     jobs: list[JobOut]
 
 
+class StartsOut(BaseModel):
+    """When each attempt of a job started, oldest first: the last is its `started_at`; the
+    store keeps the last 101."""
+
+    starts: list[datetime]
+
+
 # -- bulk actions (SPEC §8): POST /jobs/cancel, POST /jobs/retry ------------------------------
 def _created_before(value: object) -> datetime:
     if not isinstance(value, str):

@@ -274,6 +274,11 @@ class Store(abc.ABC):
         pruned ones are left out."""
 
     @abc.abstractmethod
+    def starts(self, job_id: int) -> list[datetime] | None:
+        """When each attempt of a job started, oldest first (the last is `started_at`; at
+        most the last 101 are kept); None for no such job."""
+
+    @abc.abstractmethod
     def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
         """One read of many jobs: each of `job_ids` that is finished (done, failed,
         cancelled) as its Job, each that names no job as None; unfinished ones are left

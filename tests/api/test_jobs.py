@@ -178,6 +178,21 @@ def test_bad_job_ids_are_422(client, job_id):
     assert client.post(f"/jobs/{job_id}/retry").status_code == 422
 
 
+def test_each_start_of_a_job(client, store):
+    job = client.post("/jobs", json={"type": "reverse", "payload": "x"}).json()
+    assert client.get(f"/jobs/{job['id']}/starts").json() == {"starts": []}
+    first = _claim(store)
+    store.fail(first.lease_ref(), "once", retry_at=datetime.now(UTC))
+    second = _claim(store)
+    response = client.get(f"/jobs/{job['id']}/starts")
+    assert response.status_code == 200, response.text
+    starts = [datetime.fromisoformat(t) for t in response.json()["starts"]]
+    assert starts == [first.started_at, second.started_at]
+    assert client.get(f"/jobs/{job['id']}").json()["started_at"] == response.json()["starts"][-1]
+    assert client.get("/jobs/999999999/starts").status_code == 404
+    assert client.get("/jobs/0/starts").status_code == 422
+
+
 def test_list_is_newest_first_with_filters_and_pages(client):
     ids = [
         _post(client, type="reverse", payload=str(n), queue="q1" if n % 2 else "q2")["id"]

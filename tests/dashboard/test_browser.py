@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conveyor.jobs import JobStatus
+from conveyor.jobs import JobStatus, utcnow
 from conveyor.stores import Store
 from tests.api.servers import ThreadedApi, api_settings, make_app
 from tests.dashboard.conftest import (
@@ -181,14 +181,21 @@ def test_filter_paginate_and_open_a_job(dashboard, page, names):
 def test_job_page_shows_the_traceback_dependencies_dependents_and_timeline(dashboard, page, names):
     queue = names("detail")
     traceback = "Traceback (most recent call last):\n  File 'x.py', line 1\nValueError: no"
-    (first,) = failed_jobs(dashboard, queue, 1, error=traceback)
+    dashboard.conveyor.enqueue("reverse", "x", queue=queue)
+    (attempt,) = claim(dashboard.store, queue, 1)  # fails once, then for good
+    assert dashboard.store.fail(attempt.lease_ref(), "once", retry_at=utcnow()) == "pending"
+    (first,) = claim(dashboard.store, queue, 1)
+    assert dashboard.store.fail(first.lease_ref(), traceback, retry_at=None) == "failed"
     child = dashboard.conveyor.enqueue(
         "reverse", "x", queue=queue, depends_on=[first.id], on_dependency_failure="run"
     )
     open_page(page, f"{dashboard.base}/dashboard/jobs/{first.id}")
     expect(page.locator("#job-error")).to_have_text(traceback)
-    expect(page.locator("#job-timeline li")).to_have_count(3)  # created, started, finished
-    expect(page.locator("#job-timeline")).to_contain_text("finished: failed")
+    # created, each start, finished
+    expect(page.locator("#job-timeline li")).to_have_count(4)
+    expect(page.locator("#job-timeline li").nth(1)).to_have_text(re.compile(r"started$"))
+    expect(page.locator("#job-timeline li").nth(2)).to_contain_text("started (attempt 2 of")
+    expect(page.locator("#job-timeline li").nth(3)).to_contain_text("finished: failed")
     # its dependent, named after it had failed already
     expect(page.locator("#job-dependents a")).to_have_text(f"#{child.id}")
     expect(page.locator("#job-dependents li")).to_contain_text("reverse · pending")
@@ -421,7 +428,9 @@ def _screenshots(dashboard: Dashboard, browser: Any, tmp_path: Path) -> None:
     ran = claim(dashboard.store, "emails", 9)
     for job in ran[:7]:
         dashboard.store.complete(job.lease_ref(), '"sent"')
-    for job in ran[7:]:
+    for job in ran[7:]:  # failed once, then again for good: two starts on the timeline
+        dashboard.store.fail(job.lease_ref(), "SMTP 421: try again", retry_at=ran[0].run_at)
+    for job in claim(dashboard.store, "emails", 2):
         dashboard.store.fail(job.lease_ref(), SMTP_ERROR, retry_at=None)
     job_id = ran[7].id
     for n in range(3):

@@ -538,14 +538,21 @@
           : [el("li", { class: "muted", text: "none" })]),
       );
     }
-    renderTimeline(job);
+    const { starts } = await api("GET", `/jobs/${jobId}/starts`);
+    renderTimeline(job, starts);
   }
 
-  function renderTimeline(job) {
+  function renderTimeline(job, starts) {
+    // each start the store kept (the last 101), numbered from the last, which is attempt
+    // `attempts` (a snoozed run gives its attempt back, so earlier numbers may repeat)
+    const started = starts.map((time, i) => [
+      time,
+      i === starts.length - 1 ? `started (attempt ${job.attempts} of ${job.max_attempts})` : "started",
+    ]);
     const events = [
       [job.created_at, "created"],
       [job.run_at !== job.created_at && job.status === "pending" ? job.run_at : null, "due to run"],
-      [job.started_at, `started (attempt ${job.attempts} of ${job.max_attempts})`],
+      ...started,
       [job.finished_at, `finished: ${job.status}`],
     ].filter(([time]) => time);
     events.sort((a, b) => new Date(a[0]) - new Date(b[0]));

@@ -353,6 +353,12 @@ SET status           = 'processing',
     attempts         = jobs.attempts + 1,
     worker           = %(worker)s,
     started_at       = coalesce(%(now)s::timestamptz, now()),
+    -- a job started again keeps its previous start (the timeline's "each start"), the
+    -- last 100; NULL for a job started at most once
+    earlier_starts   = CASE WHEN jobs.started_at IS NULL THEN jobs.earlier_starts
+                            ELSE (jobs.earlier_starts || jobs.started_at)
+                                 [greatest(1, cardinality(jobs.earlier_starts) - 98):]
+                       END,
     updated_at       = coalesce(%(now)s::timestamptz, now()),
     lease_expires_at = coalesce(%(now)s::timestamptz, now()) + %(lease)s::interval,
     progress         = NULL,
@@ -976,6 +982,10 @@ retried AS (
 )
 SELECT id, pg_notify('conveyor_jobs', queue) AS woke
 FROM retried
+
+-- name: job_starts
+-- Every start of a job kept (the job page's timeline): the earlier ones and the last.
+SELECT earlier_starts, started_at FROM jobs WHERE id = %(id)s
 
 -- name: bulk_filter
 -- A fragment: the filter of a bulk action (SPEC §8), each clause only when given. The

@@ -504,6 +504,14 @@ class PostgresStore(Store):
         rows = self._run(lambda cur: cur.execute(Q["dependents"], params).fetchall())
         return [row_to_job(row) for row in rows]
 
+    def starts(self, job_id: int) -> list[datetime] | None:
+        params = {"id": job_id}
+        row = self._run(lambda cur: cur.execute(Q["job_starts"], params).fetchone())
+        if row is None:
+            return None
+        last = [row["started_at"]] if row["started_at"] is not None else []
+        return [*(row["earlier_starts"] or ()), *last]
+
     def finished_among(self, job_ids: Sequence[int]) -> dict[int, Job | None]:
         params = {"ids": list(job_ids)}
         rows = self._run(lambda cur: cur.execute(Q["finished_among"], params).fetchall())

@@ -182,6 +182,7 @@ SET status           = 'processing',
     attempts         = attempts + 1,
     worker           = :worker,
     started_at       = :now,
+    earlier_starts   = {{earlier_starts}},
     updated_at       = :now,
     lease_expires_at = :lease_until,
     progress         = NULL,
@@ -387,6 +388,7 @@ SET status           = 'processing',
     attempts         = attempts + 1,
     worker           = :worker,
     started_at       = :now,
+    earlier_starts   = {{earlier_starts}},
     updated_at       = :now,
     lease_expires_at = :lease_until,
     progress         = NULL,
@@ -569,6 +571,20 @@ WHERE id IN (SELECT value FROM json_each(:ids))
                         AND holder.unique_key IS NOT NULL
                         AND holder.status IN ('pending', 'processing')))
 RETURNING id
+
+-- name: earlier_starts
+-- A fragment of the claims: a job started again keeps its previous start (the timeline's
+-- "each start"), the last 100; NULL for a job started at most once.
+CASE WHEN started_at IS NULL THEN earlier_starts
+     ELSE json_insert(CASE WHEN json_array_length(earlier_starts) >= 100
+                           THEN json_remove(earlier_starts, '$[0]')
+                           ELSE coalesce(earlier_starts, '[]') END,
+                      '$[#]', started_at)
+END
+
+-- name: job_starts
+-- Every start of a job kept (the job page's timeline): the earlier ones and the last.
+SELECT earlier_starts, started_at FROM jobs WHERE id = :id
 
 -- name: bulk_filter
 -- A fragment: the filter of a bulk action (SPEC §8), each clause only when given.

@@ -414,6 +414,16 @@ class SqliteStore(Store):
         rows = self._read(Q["dependents"], {"id": job_id, "limit": limit})
         return [row_to_job(row) for row in rows]
 
+    def starts(self, job_id: int) -> list[datetime] | None:
+        rows = self._read(Q["job_starts"], {"id": job_id})
+        if not rows:
+            return None
+        earlier, last = rows[0]
+        times = cast(list[int], jsontext.loads(earlier)) if earlier else []
+        if last is not None:
+            times.append(last)
+        return [datetime.fromtimestamp(t / 1_000_000, UTC) for t in times]
+
     # -- workers -------------------------------------------------------------------------
     def claim(
         self,
