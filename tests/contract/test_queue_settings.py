@@ -293,3 +293,59 @@ def test_a_resume_or_a_new_limit_wakes_idle_workers_of_other_processes(store, st
             await notifier.stop()
 
     assert asyncio.run(scenario()) < 1.0
+
+
+@pytest.mark.parametrize("path", ["finish", "finish_and_claim"])
+def test_a_run_ending_in_a_limited_queue_wakes_idle_workers_of_other_processes(
+    store, store_url, path
+):
+    """The slot a run frees in a limited queue is taken at once by a waiting worker of
+    another process, when the statement that ends the run does not take it itself (a plain
+    finish; a claim that does not serve that queue or whose lock another claim holds)."""
+    store.configure_queue("q", concurrency=1)
+    add(store, queue="q")
+    add(store, queue="q")
+    running = claim_one(store)
+
+    async def scenario() -> float:
+        notifier = store.notifier()
+        await notifier.start()
+        other = open_store(store_url)
+        try:
+            other.ping()
+            await asyncio.sleep(0.05)
+            while await notifier.wait(0.05):  # drain anything from before
+                pass
+            done = Finish.done(running.lease_ref(), "null")
+            started = time.monotonic()
+            if path == "finish":
+                await asyncio.to_thread(other.finish_many, [done])
+            else:
+                await asyncio.to_thread(
+                    lambda: other.finish_and_claim(
+                        [done], worker=running.worker or "", queues=["elsewhere"], limit=1,
+                        lease=timedelta(seconds=30),
+                    )
+                )  # fmt: skip
+            assert await notifier.wait(5.0), "no wake-up"
+            return time.monotonic() - started
+        finally:
+            other.close()
+            await notifier.stop()
+
+    assert asyncio.run(scenario()) < 1.0
+    assert len(store.claim(worker="w2", queues=["q"], limit=5, lease=timedelta(seconds=30))) == 1
+
+
+def test_the_statement_that_ends_a_run_in_a_limited_queue_takes_its_slot(store):
+    store.configure_queue("q", concurrency=1, key_concurrency=1)
+    store.configure_queue("plain", concurrency=1)
+    for queue, key in [("q", "k"), ("q", "k"), ("plain", None), ("plain", None)]:
+        add(store, queue=queue, concurrency_key=key)
+    running = store.claim(worker="w1", queues=None, limit=5, lease=timedelta(seconds=30))
+    assert sorted(job.queue for job in running) == ["plain", "q"]
+    _, claimed = store.finish_and_claim(
+        [Finish.done(job.lease_ref(), "null") for job in running],
+        worker="w1", queues=None, limit=5, lease=timedelta(seconds=30),
+    )  # fmt: skip
+    assert sorted(job.queue for job in claimed) == ["plain", "q"]

@@ -393,7 +393,8 @@ WHERE pg_try_advisory_xact_lock(1668243062, hashtext(name))  -- (Conveyor's clas
 -- while any queue has settings. `pending_queues` skips from queue to queue over
 -- jobs_pending_by_queue, so a paused or held queue's backlog is never read. `open` gives each
 -- queue what it may still start: the least of limit, its free concurrency (processing jobs
--- on jobs_processing) and its rate budget (starts in the sliding window); a limited queue
+-- on jobs_processing, less those in left_processing: the runs the statement using this
+-- fragment ends) and its rate budget (starts in the sliding window); a limited queue
 -- whose lock this transaction does not hold (settings changed since the worker last read
 -- them) starts nothing this time. Plain queues walk their priority levels as next_due does;
 -- keyed queues (key_concurrency or fair) one concurrency_key at a time (a skip scan over
@@ -420,6 +421,8 @@ open AS MATERIALIZED (
                       WHEN NOT p.queue = ANY (%(locked)s::text[]) THEN 0
                       ELSE s.concurrency - (SELECT count(*) FROM jobs AS r
                                             WHERE r.queue = p.queue AND r.status = 'processing')
+                                         + (SELECT count(*) FROM left_processing AS f
+                                            WHERE f.queue = p.queue)
                  END,
                  CASE WHEN s.rate_limit IS NULL THEN %(limit)s
                       WHEN NOT p.queue = ANY (%(locked)s::text[]) THEN 0
@@ -474,7 +477,8 @@ key_load AS (
     SELECT k.queue, k.per_key, k.budget, k.key, o.fair,
            (SELECT count(*) FROM jobs AS r
             WHERE r.queue = k.queue AND r.concurrency_key = k.key AND r.status = 'processing')
-               AS busy,
+           - (SELECT count(*) FROM left_processing AS f
+              WHERE f.queue = k.queue AND f.concurrency_key = k.key) AS busy,
            (SELECT s.started_at FROM key_starts AS s
             WHERE s.queue = k.queue AND s.key = k.key) AS served,
            (SELECT ARRAY[-j.priority::float8, extract(epoch FROM j.run_at)::float8, j.id]
@@ -535,6 +539,8 @@ candidates AS (
     SELECT due.id, o.queue, due.priority, due.run_at,
            (SELECT count(*) FROM jobs AS r
             WHERE r.queue = o.queue AND r.concurrency_key IS NULL AND r.status = 'processing')
+           - (SELECT count(*) FROM left_processing AS f
+              WHERE f.queue = o.queue AND f.concurrency_key IS NULL)
            + row_number() OVER (PARTITION BY o.queue
                                 ORDER BY due.priority DESC, due.run_at, due.id)
     FROM open AS o
@@ -610,15 +616,19 @@ forgotten AS (
 )
 
 -- name: claim_restricted
--- As claim, within every queue's settings (see next_due_restricted).
-WITH next AS MATERIALIZED ({{next_due_restricted}}),
+-- As claim, within every queue's settings (see next_due_restricted). No run ends here.
+WITH left_processing (queue, concurrency_key) AS (SELECT NULL::text, NULL::text WHERE false),
+next AS MATERIALIZED ({{next_due_restricted}}),
 claimed AS ({{take_next}}),
 {{count_starts}}
 SELECT * FROM claimed
 
 -- name: finish_and_claim_restricted
--- As finish_and_claim, within every queue's settings.
+-- As finish_and_claim, within every queue's settings. The runs this statement ends still
+-- count as processing in its snapshot: left_processing takes them off the budgets, or a
+-- finished job's slot would wait for a later claim (a wake-up or the poll).
 WITH {{outcomes}},
+left_processing AS (SELECT queue, concurrency_key FROM finished WHERE applies),
 next AS MATERIALIZED ({{next_due_restricted}}),
 claimed AS ({{take_next}}),
 {{count_starts}}
@@ -745,9 +755,12 @@ finished AS (
       -- the same ids again, as an array whose length the planner knows: without it, a
       -- table whose statistics lag behind (new, or just filled) is joined by a full scan
       AND jobs.id = ANY (%(ids)s::bigint[])
-    RETURNING jobs.id, jobs.status, o.applies,
-              -- a retried job was waiting for this run to stop: wake the workers
-              CASE WHEN NOT o.applies AND jobs.status = 'pending'
+    RETURNING jobs.id, jobs.status, o.applies, jobs.queue, jobs.concurrency_key,
+              -- a retried job was waiting for this run to stop, or this run's slot in a
+              -- limited queue is free and the statement does not fill it (`wake`, the
+              -- limited queues whose claim lock it does not hold): wake the workers
+              CASE WHEN (NOT o.applies AND jobs.status = 'pending')
+                        OR (o.applies AND jobs.queue = ANY (%(wake)s::text[]))
                    THEN pg_notify('conveyor_jobs', jobs.queue) END AS woke
 )
 

@@ -303,9 +303,9 @@ class PostgresStore(Store):
         limited queues it may claim from, then the claim within every queue's settings
         (queries.sql: next_due_restricted)."""
         params = _claim_params(worker, queues, limit, lease, now)
-        if finishes:
-            params.update(_outcomes(finishes))
         restricted, limited = self._queue_rules()
+        if finishes:
+            params.update(_outcomes(finishes), wake=[])
         if not restricted:
             name = "finish_and_claim" if finishes else "claim"
             query = Q[name + "_from_queues" if queues else name]
@@ -316,9 +316,12 @@ class PostgresStore(Store):
         query = Q["finish_and_claim_restricted" if finishes else "claim_restricted"]
 
         def work(cur: Cursor) -> list[dict[str, Any]]:
+            held: list[str] = []
             if locked:
                 rows = cur.execute(Q["lock_limited_queues"], {"locked": locked}).fetchall()
-                params["locked"] = [row["name"] for row in rows]
+                held = [row["name"] for row in rows]
+            # a slot freed in a limited queue this claim cannot count: wake the fleet
+            params.update(locked=held, wake=[q for q in limited if q not in held])
             return cur.execute(query, params).fetchall()
 
         return self._run_runtime(work, atomic=bool(locked))
@@ -466,7 +469,9 @@ class PostgresStore(Store):
     ) -> dict[int, JobStatus]:
         if not finishes:
             return {}
-        return self._run_runtime(lambda cur: _finish(cur, finishes, now))
+        # nothing here claims the slots freed in limited queues: wake the fleet to
+        wake = self._queue_rules()[1]
+        return self._run_runtime(lambda cur: _finish(cur, finishes, now, wake))
 
     def release(
         self,
@@ -834,8 +839,10 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> list[Job]:
     return jobs
 
 
-def _finish(cur: Cursor, finishes: Sequence[Finish], now: datetime | None) -> dict[int, JobStatus]:
-    params = {**_outcomes(finishes), "now": _ts(now)}
+def _finish(
+    cur: Cursor, finishes: Sequence[Finish], now: datetime | None, wake: Sequence[str]
+) -> dict[int, JobStatus]:
+    params = {**_outcomes(finishes), "now": _ts(now), "wake": list(wake)}
     rows = cur.execute(Q["finish_many"], params).fetchall()
     return {row["id"]: JobStatus(row["status"]) for row in rows if row["applies"]}
 
