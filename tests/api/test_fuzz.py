@@ -4,7 +4,7 @@ Schemathesis generates schema-valid (positive) and schema-breaking (negative) re
 each response must be no 5xx and must match the documented statuses and shapes. The
 test prints how many requests it sent and how many 5xx it saw (`pytest -s`), and writes
 the same summary to fuzz-summary.json in its tmp dir. CONVEYOR_FUZZ_EXAMPLES raises the
-number of examples per operation and mode (default 50) for a longer run.
+number of examples per operation and mode (default 25) for a longer run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-MAX_EXAMPLES = int(os.environ.get("CONVEYOR_FUZZ_EXAMPLES", "50"))
+MAX_EXAMPLES = int(os.environ.get("CONVEYOR_FUZZ_EXAMPLES", "25"))
 
 pytestmark = pytest.mark.slow
 

@@ -148,6 +148,7 @@ _FENCES = {"ids": _IDS, "workers": ["w"] * 10, "attempts": [1] * 10}
 _OUTCOMES = {
     "outcomes": jsontext.dumps([[i, "w", 1, "null", None, None, "done"] for i in _IDS]),
     "ids": _IDS,
+    "wake": [],
 }
 _CLAIM = {"worker": "w", "now": None, "lease": timedelta(seconds=30), "limit": 10}
 POOLED_VALUES: dict[str, dict[str, object]] = {

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.process]
 
 # a short lease: the worker renews every second, so it learns of a cancel within a second
 WORKER = ["--workers", "2", "--lease", "3", "--fetch-interval", "0.5"]
-RUN_SECONDS = 4
+RUN_SECONDS = 2.5
 
 
 def runs(workers: Workers, seq: int) -> list[tuple[float, float]]:

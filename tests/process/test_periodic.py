@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 APP = "tests.support.periodic_app:app"
 WORKER_ARGS = ["--app", APP, "--workers", "2", "--fetch-interval", "1", "--shutdown-timeout", "5"]
-RUN_S, PAUSE_S = 6.0, 3.0
+RUN_S, PAUSE_S = 10.0, 5.0
 
 
 def tick_of(key: str) -> datetime:
