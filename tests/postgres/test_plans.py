@@ -190,3 +190,26 @@ def test_through_a_pooler_runtime_statements_keep_their_plans(table):
     for name in ("finish_and_claim", "finish_many", "heartbeat", "release"):
         assert "jobs_processing" not in plans[name], (name, plans[name])
         assert "Index Scan using jobs_pkey on jobs" in plans[name], (name, plans[name])
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["direct", "pooled"])
+def test_no_runtime_statement_is_jit_compiled(pg_url, pooled):
+    # A sequential scan ruled out is priced at 10^10, not removed; PostgreSQL JIT-compiles
+    # plans priced that high (most of a second per call), so the runtime's sessions turn JIT
+    # off. EXPLAIN ANALYZE runs each statement and reports any compilation.
+    url = f"{pg_url}?pooler=transaction" if pooled else pg_url
+    store = PostgresStore(url)
+    try:
+        store.migrate()
+        for name, values in POOLED_VALUES.items():
+            plan = "\n".join(
+                row["QUERY PLAN"]
+                for row in store._runtime.run(
+                    lambda cur, name=name, values=values: cur.execute(
+                        "EXPLAIN (ANALYZE) " + Q[name], values
+                    ).fetchall()
+                )
+            )
+            assert "JIT" not in plan, (name, plan)
+    finally:
+        store.close()

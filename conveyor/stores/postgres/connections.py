@@ -58,9 +58,10 @@ class LocalSettingsCursor(psycopg.ClientCursor[DictRow]):
     a server connection that other clients get next, and startup options are refused.
     Parameters are bound client-side (the simple protocol takes none), as literals."""
 
-    def __init__(self, connection: psycopg.Connection[Any], prelude: sql.SQL) -> None:
+    def __init__(self, connection: psycopg.Connection[Any], settings: Sequence[str]) -> None:
         super().__init__(connection, row_factory=dict_row)
-        self._prelude = prelude
+        self._prelude = sql.SQL("".join(f"SET LOCAL {setting}; " for setting in settings))
+        self._sets = len(settings)
 
     def execute(
         self,
@@ -74,7 +75,8 @@ class LocalSettingsCursor(psycopg.ClientCursor[DictRow]):
         if not isinstance(text, sql.Composable):
             raise TypeError(f"unsupported query type {type(query).__name__}")
         super().execute(self._prelude + text, params, prepare=prepare, binary=binary)
-        self.nextset()  # past SET's result, to the statement's
+        for _ in range(self._sets):
+            self.nextset()  # past each SET's result, to the statement's
         return self
 
 
@@ -109,16 +111,12 @@ class Connections:
         self._lock = threading.Lock()
         self._closed = False
         self._pooled = pooled
-        self._prelude = (
-            sql.SQL("".join(f"SET LOCAL {setting}; " for setting in local_settings))
-            if local_settings
-            else None
-        )
+        self._local_settings = tuple(local_settings)
 
     def _cursor(self, conn: psycopg.Connection[Any]) -> Cursor:
-        if self._prelude is None:
+        if not self._local_settings:
             return conn.cursor(row_factory=dict_row)
-        return LocalSettingsCursor(conn, self._prelude)
+        return LocalSettingsCursor(conn, self._local_settings)
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         reason = first_line(exc)

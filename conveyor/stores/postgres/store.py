@@ -61,10 +61,10 @@ POOL_TIMEOUT_S = 5.0
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 # Server settings of the runtime pool's sessions (why: PostgresStore).
-GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c jit=off"
 # Through a transaction-mode pooler: what is left of them, set per statement (no statement is
 # prepared there, so there are no generic plans to choose).
-POOLED_RUNTIME_SETTINGS = ("enable_seqscan = off",)
+POOLED_RUNTIME_SETTINGS = ("enable_seqscan = off", "jit = off")
 PRUNE_BATCH = 5000
 # Claims follow a queue's new settings (a pause, a limit) within this long (SPEC §7: a second).
 RULES_TTL_S = 1.0
@@ -179,7 +179,10 @@ class PostgresStore(Store):
       is a parameter is priced as if it returned a tenth of the table. A generic plan is
       kept until the table's statistics change, and one made while the table was empty
       would scan it; every runtime statement reaches its rows through an index, so these
-      sessions also rule out sequential scans (`enable_seqscan = off`).
+      sessions also rule out sequential scans (`enable_seqscan = off`). A scan ruled out
+      is priced at 10^10, not removed (a tiny table without an index, such as `workers`,
+      is still scanned), and a plan that expensive is JIT-compiled: most of a second of
+      server CPU per call, for a statement that runs in a millisecond. So JIT is off there.
       tests/postgres/test_plans.py fixes each of those generic plans.
     - the client pool runs everything else (enqueue, reads, operators' commands, claims
       from named queues), planned per call as usual: there the best plan depends on the
@@ -188,7 +191,8 @@ class PostgresStore(Store):
     Through a transaction-mode pooler (`?pooler=transaction` in the URL, or `listen_url`
     given) consecutive transactions may run on different server sessions, so none is relied
     on: no startup options, no prepared statements, every statement planned with its
-    values; the runtime's statements run each after `SET LOCAL enable_seqscan = off`, in
+    values; the runtime's statements run each after `SET LOCAL enable_seqscan = off` (and
+    `jit = off`), in
     the same message (connections.LocalSettingsCursor). LISTEN needs a session of its own:
     the notifier and the finish listener connect to `listen_url` (a direct or session-mode
     connection) when given; without it workers poll (`listens` is False).
