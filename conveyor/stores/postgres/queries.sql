@@ -628,7 +628,12 @@ SELECT * FROM claimed
 -- count as processing in its snapshot: left_processing takes them off the budgets, or a
 -- finished job's slot would wait for a later claim (a wake-up or the poll).
 WITH {{outcomes}},
-left_processing AS (SELECT queue, concurrency_key FROM finished WHERE applies),
+left_processing AS (
+    -- (queue and key as the statement's snapshot has them: a finish does not change them)
+    SELECT r.queue, r.concurrency_key
+    FROM finished AS f JOIN jobs AS r ON r.id = f.id
+    WHERE f.applies
+),
 next AS MATERIALIZED ({{next_due_restricted}}),
 claimed AS ({{take_next}}),
 {{count_starts}}
@@ -755,12 +760,11 @@ finished AS (
       -- the same ids again, as an array whose length the planner knows: without it, a
       -- table whose statistics lag behind (new, or just filled) is joined by a full scan
       AND jobs.id = ANY (%(ids)s::bigint[])
-    RETURNING jobs.id, jobs.status, o.applies, jobs.queue, jobs.concurrency_key,
-              -- a retried job was waiting for this run to stop, or this run's slot in a
-              -- limited queue is free and the statement does not fill it (`wake`, the
-              -- limited queues whose claim lock it does not hold): wake the workers
+    RETURNING jobs.id, jobs.status, o.applies,
+              -- wake the workers: a retried job waited for this run to stop, or a slot
+              -- is free in a limited queue this statement cannot claim from (`wake`)
               CASE WHEN (NOT o.applies AND jobs.status = 'pending')
-                        OR (o.applies AND jobs.queue = ANY (%(wake)s::text[]))
+                        OR jobs.queue = ANY (%(wake)s::text[])
                    THEN pg_notify('conveyor_jobs', jobs.queue) END AS woke
 )
 
