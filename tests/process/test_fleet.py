@@ -1,9 +1,12 @@
 """The fleet as an API-only node sees it (SPEC §9): real `conveyor worker` processes in the
-registry, leaving it when they stop or vanish; the store's gauges on /metrics."""
+registry, leaving it when they stop or vanish; the store's gauges on /metrics, as parsed by
+prometheus_client and as a real Prometheus server (Debian's) scrapes them."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 import time
 
 import httpx
@@ -12,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import Conveyor
 from tests.api.servers import ThreadedApi, api_settings
+from tests.support import pg
+from tests.support.procs import free_port
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.process]
@@ -83,3 +88,76 @@ def test_an_api_only_node_sees_the_fleet(workers, producer, store_url):
         stopped.send_signal(signal.SIGTERM)
         assert stopped.wait(10) == 0
         assert _workers(client) == [], "a worker that stopped cleanly leaves at once"
+
+
+def _prometheus_binary() -> str:
+    """Debian's `prometheus` (installed by .ci/run): fail under CI=true without it."""
+    found = shutil.which("prometheus")
+    if found is None:
+        if pg.CI:
+            pytest.fail("prometheus is not installed (CI=true: it must run)", pytrace=False)
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    return found
+
+
+SCRAPE_LABELS = {"__name__", "job", "instance"}
+
+
+def _query(prometheus: httpx.Client, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """An instant query: each series' own labels (not its name, job or instance) and value."""
+    answer = prometheus.get("/api/v1/query", params={"query": expr}).json()
+    assert answer["status"] == "success", answer
+    series = {}
+    for found in answer["data"]["result"]:
+        labels = {k: v for k, v in found["metric"].items() if k not in SCRAPE_LABELS}
+        series[tuple(sorted(labels.items()))] = float(found["value"][1])
+    return series
+
+
+def test_a_prometheus_server_scraping_an_api_only_node_sees_the_fleet(
+    workers, producer, store_url, tmp_path
+):
+    binary = _prometheus_binary()
+    with Conveyor(store_url) as api_app, ThreadedApi(api_app, api_settings()) as api:
+        workers.start("--workers", "2", *FAST)
+        producer.enqueue_many([{"type": "record", "payload": {"seq": i}} for i in range(4)])
+        wait_until(lambda: len(workers.records.seqs()) == 4, timeout=15, message="4 jobs ran")
+
+        target = api.url.removeprefix("http://")
+        (tmp_path / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n  - job_name: conveyor\n"
+            f"    static_configs:\n      - targets: ['{target}']\n"
+        )
+        port = free_port()
+        log = (tmp_path / "prometheus.log").open("wb")
+        server = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as prometheus:
+
+                def scraped() -> dict[tuple[tuple[str, str], ...], float] | None:
+                    try:
+                        done = _query(prometheus, "conveyor_jobs")
+                    except (httpx.HTTPError, ValueError):
+                        return None  # not listening, or not ready (503, not JSON), yet
+                    key = (("queue", "default"), ("status", "done"))
+                    return done if done.get(key) == 4 else None
+
+                wait_until(scraped, timeout=30, message="Prometheus scraped the done jobs")
+                assert _query(prometheus, 'up{job="conveyor"}') == {(): 1.0}
+                assert _query(prometheus, "conveyor_workers_live") == {(): 1.0}
+                health = prometheus.get("/api/v1/targets").json()["data"]["activeTargets"]
+                assert [(t["health"], t["lastError"]) for t in health] == [("up", "")]
+        finally:
+            server.terminate()
+            server.wait(15)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.support import pg
+from tests.support.procs import free_port
 
 START_TIMEOUT_S = 10.0
 
@@ -33,12 +33,6 @@ class Bouncer:
         parts = urlsplit(direct_url)
         user = parts.username or "postgres"
         return urlunsplit((parts.scheme, f"{user}@127.0.0.1:{self.port}", parts.path, query, ""))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(folder: Path, port: int) -> Path:
@@ -80,7 +74,7 @@ def running_pgbouncer() -> Iterator[Bouncer]:
     if not os.path.exists(binary):
         _unavailable("pgbouncer is not installed (apt-get install pgbouncer)")
     folder = Path(tempfile.mkdtemp(prefix="conveyor-pgbouncer-"))
-    port = _free_port()
+    port = free_port()
     ini = _config(folder, port)
     log = folder / "pgbouncer.log"
     command = [binary, *(["-u", "postgres"] if os.geteuid() == 0 else []), str(ini)]
