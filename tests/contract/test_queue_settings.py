@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -265,12 +266,9 @@ def test_queues_are_independent(store):
 
 
 # -- wake-ups -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("change", ["resume", "configure"])
-def test_a_resume_or_a_new_limit_wakes_idle_workers_of_other_processes(store, store_url, change):
-    """A worker waiting on its notifier hears of the change (another process's store) within
-    milliseconds, so a resumed queue's jobs start at once, not at the next FETCH_INTERVAL."""
-    store.pause_queue("q")
-    add(store, queue="q")
+def seconds_to_wake(store: Store, store_url: str, change: Callable[[Store], object]) -> float:
+    """How long a worker waiting on `store`'s notifier takes to hear of `change`, made by
+    another process's store (a second store on the same URL)."""
 
     async def scenario() -> float:
         notifier = store.notifier()
@@ -282,17 +280,27 @@ def test_a_resume_or_a_new_limit_wakes_idle_workers_of_other_processes(store, st
             while await notifier.wait(0.05):  # drain anything from before
                 pass
             started = time.monotonic()
-            if change == "resume":
-                await asyncio.to_thread(other.resume_queue, "q")
-            else:
-                await asyncio.to_thread(other.configure_queue, "q", concurrency=5)
+            await asyncio.to_thread(change, other)
             assert await notifier.wait(5.0), "no wake-up"
             return time.monotonic() - started
         finally:
             other.close()
             await notifier.stop()
 
-    assert asyncio.run(scenario()) < 1.0
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("change", ["resume", "configure"])
+def test_a_resume_or_a_new_limit_wakes_idle_workers_of_other_processes(store, store_url, change):
+    """A worker waiting on its notifier hears of the change (another process's store) within
+    milliseconds, so a resumed queue's jobs start at once, not at the next FETCH_INTERVAL."""
+    store.pause_queue("q")
+    add(store, queue="q")
+    changes: dict[str, Callable[[Store], object]] = {
+        "resume": lambda other: other.resume_queue("q"),
+        "configure": lambda other: other.configure_queue("q", concurrency=5),
+    }
+    assert seconds_to_wake(store, store_url, changes[change]) < 1.0
 
 
 @pytest.mark.parametrize("path", ["finish", "finish_and_claim"])
@@ -306,34 +314,18 @@ def test_a_run_ending_in_a_limited_queue_wakes_idle_workers_of_other_processes(
     add(store, queue="q")
     add(store, queue="q")
     running = claim_one(store)
+    done = Finish.done(running.lease_ref(), "null")
 
-    async def scenario() -> float:
-        notifier = store.notifier()
-        await notifier.start()
-        other = open_store(store_url)
-        try:
-            other.ping()
-            await asyncio.sleep(0.05)
-            while await notifier.wait(0.05):  # drain anything from before
-                pass
-            done = Finish.done(running.lease_ref(), "null")
-            started = time.monotonic()
-            if path == "finish":
-                await asyncio.to_thread(other.finish_many, [done])
-            else:
-                await asyncio.to_thread(
-                    lambda: other.finish_and_claim(
-                        [done], worker=running.worker or "", queues=["elsewhere"], limit=1,
-                        lease=timedelta(seconds=30),
-                    )
-                )  # fmt: skip
-            assert await notifier.wait(5.0), "no wake-up"
-            return time.monotonic() - started
-        finally:
-            other.close()
-            await notifier.stop()
+    def end_the_run(other: Store) -> None:
+        if path == "finish":
+            other.finish_many([done])
+        else:
+            other.finish_and_claim(
+                [done], worker=running.worker or "", queues=["elsewhere"], limit=1,
+                lease=timedelta(seconds=30),
+            )  # fmt: skip
 
-    assert asyncio.run(scenario()) < 1.0
+    assert seconds_to_wake(store, store_url, end_the_run) < 1.0
     assert len(store.claim(worker="w2", queues=["q"], limit=5, lease=timedelta(seconds=30))) == 1
 
 

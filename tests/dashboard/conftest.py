@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -23,10 +23,10 @@ from conveyor.jobs import Job, JobStatus
 from conveyor.stores import Store, open_store
 from tests.api.servers import ThreadedApi, api_settings, make_app
 from tests.conftest import STORES
+from tests.support import pg
 from tests.support.factories import LEASE
 
 CHROMIUM = "/usr/bin/chromium"
-CI = os.environ.get("CI", "").lower() == "true"
 TOKEN = "dash-t0ken-Kp4"  # noqa: S105
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 NARROW = {"width": 390, "height": 844}
@@ -35,10 +35,8 @@ PAGES = ["/", "/dashboard/queues", "/dashboard/workers", "/dashboard/jobs", "/da
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">'
 
 
-def _unavailable(reason: str) -> None:
-    if CI:
-        pytest.fail(f"{reason} (CI=true: the dashboard tests must run)", pytrace=False)
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    pg.unavailable(reason, tests="the dashboard tests")
 
 
 @pytest.fixture(scope="package")

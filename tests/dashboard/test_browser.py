@@ -19,7 +19,6 @@ from conveyor.jobs import JobStatus, utcnow
 from conveyor.stores import Store
 from tests.api.servers import ThreadedApi, api_settings, make_app
 from tests.dashboard.conftest import (
-    CI,
     NARROW,
     PAGES,
     SCREENSHOTS,
@@ -31,13 +30,14 @@ from tests.dashboard.conftest import (
     failed_jobs,
     served,
 )
+from tests.support import pg
 from tests.support.factories import LEASE
 from tests.support.wait import wait_until
 
 try:
     from playwright.sync_api import Page, expect
 except ImportError:
-    if CI:
+    if pg.CI:
         raise
     pytest.skip("Playwright is not installed: pip install -e '.[dev]'", allow_module_level=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -18,6 +19,14 @@ def base_url() -> str:
     return ADMIN_URL.rsplit("/", 1)[0]
 
 
+def unavailable(reason: str, *, tests: str) -> NoReturn:
+    """A test's real part (a server, a program) is missing: fail under CI=true, where
+    `tests` must run, and skip with the reason elsewhere."""
+    if CI:
+        pytest.fail(f"{reason} (CI=true: {tests} must run)", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_postgres() -> None:
     """Fail under CI=true, skip loudly elsewhere, when PostgreSQL cannot be reached."""
     try:
@@ -25,9 +34,7 @@ def require_postgres() -> None:
             pass
     except psycopg.Error as exc:
         reason = f"PostgreSQL not reachable at {ADMIN_URL}: {exc}".splitlines()[0]
-        if CI:
-            pytest.fail(reason + " (CI=true: PostgreSQL tests must run)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason, tests="PostgreSQL tests")
 
 
 def create_database(prefix: str = "conveyor_test") -> str:

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import pytest
 
 from tests.support import pg
 from tests.support.procs import free_port
@@ -59,11 +59,8 @@ def _config(folder: Path, port: int) -> Path:
     return ini
 
 
-def _unavailable(reason: str) -> None:
-    """Fail under CI=true (the pooler tests must run there), skip loudly elsewhere."""
-    if pg.CI:
-        pytest.fail(reason + " (CI=true: PgBouncer tests must run)", pytrace=False)
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    pg.unavailable(reason, tests="PgBouncer tests")
 
 
 @contextmanager

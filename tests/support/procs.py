@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 
 
 def free_port() -> int:
@@ -21,9 +22,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-CONVEYOR = str(Path(sys.executable).with_name("conveyor"))
 
 
 @dataclass

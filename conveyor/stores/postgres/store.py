@@ -473,7 +473,7 @@ class PostgresStore(Store):
     ) -> dict[int, JobStatus]:
         if not finishes:
             return {}
-        # nothing here claims the slots freed in limited queues: wake the fleet to
+        # nothing here claims the slots it frees in limited queues: wake the fleet to them
         wake = self._queue_rules()[1]
         return self._run_runtime(lambda cur: _finish(cur, finishes, now, wake))
 
