@@ -36,8 +36,11 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check conveyor tests bench
 	$(BIN)/mypy
 
+# Two pytest processes (TEST_PROCESSES): the process tests mostly wait on the workers they
+# start, so two at a time take about two thirds of the time of one after another.
+TEST_PROCESSES ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

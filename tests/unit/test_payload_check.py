@@ -86,7 +86,7 @@ def binds(func: Any, payload: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize("func", FUNCTIONS, ids=lambda f: getattr(f, "__name__", repr(f)))
+@pytest.mark.parametrize("func", FUNCTIONS, ids=lambda f: getattr(f, "__name__", type(f).__name__))
 def test_refused_exactly_when_the_call_would_not_bind(func):
     check = PayloadCheck("t", func)
     for payload in PAYLOADS:
