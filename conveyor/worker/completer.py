@@ -74,7 +74,7 @@ class Completer:
         for done in batch:
             if done.finish.outcome:  # the end of a cancelled run is no outcome to report
                 self._report(done, applied.get(done.job.id))
-            self._on_written(done.job.lease_ref())
+            self._on_written(done.finish.ref)
         if not self._queue:
             self._idle.set()
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from conveyor.app import Conveyor
 from conveyor.backoff import exponential_backoff
 from conveyor.context import Retry, Snooze
-from conveyor.jobs import Finish, Job, utcnow
+from conveyor.jobs import Finish, Job, LeaseRef, utcnow
 from conveyor.payloads import ResultError, encode_result
 from conveyor.tasks import Task, call_arguments
 from conveyor.worker.isolation import ChildFailed, ChildPool, IsolationConfig
@@ -65,25 +65,25 @@ class Executor:
             known = ", ".join(sorted(self.app.tasks)) or "none"
             # another worker with another app may know it: retried as any failure
             error = f"UnknownTask: this worker has no task {job.type!r} (known: {known})"
-            return self._failure(job, None, error)
+            return self._failure(job, ref, None, error)
         try:
             value = await self._call(task, job)
         except Snooze as snooze:
             at = utcnow() + timedelta(seconds=snooze.seconds)
             return Finish.snoozed(ref, at, hold_queue=snooze.queue)
         except Retry as retry:
-            return self._failure(job, task, f"Retry: {retry}", delay=retry.in_)
+            return self._failure(job, ref, task, f"Retry: {retry}", delay=retry.in_)
         except TimeoutError:
             error = f"TimeoutError: job exceeded its timeout of {task.options.timeout}s"
-            return self._failure(job, task, error)
+            return self._failure(job, ref, task, error)
         except asyncio.CancelledError:
             raise
         except ChildFailed as exc:  # an isolated run: described in its process, or its death
             if not exc.retryable:
                 return Finish.failed(ref, exc.error)
-            return self._failure(job, task, exc.error)
+            return self._failure(job, ref, task, exc.error)
         except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt is its failure too
-            return self._failure(job, task, describe_error(exc))
+            return self._failure(job, ref, task, describe_error(exc))
         try:
             return Finish.done(ref, encode_result(value))
         except ResultError as exc:
@@ -91,14 +91,16 @@ class Executor:
             return Finish.failed(ref, f"ResultError: {exc}")
 
     @staticmethod
-    def _failure(job: Job, task: Task | None, error: str, delay: float | None = None) -> Finish:
+    def _failure(
+        job: Job, ref: LeaseRef, task: Task | None, error: str, delay: float | None = None
+    ) -> Finish:
         """A failed attempt: retried after the task's backoff (or `delay`) while attempts
         remain, failed for good otherwise."""
         if job.attempts >= job.max_attempts:
-            return Finish.failed(job.lease_ref(), error)
+            return Finish.failed(ref, error)
         if delay is None:
             delay = (task.options.backoff if task else exponential_backoff)(job.attempts)
-        return Finish.retry(job.lease_ref(), error, utcnow() + timedelta(seconds=delay))
+        return Finish.retry(ref, error, utcnow() + timedelta(seconds=delay))
 
     async def _call(self, task: Task, job: Job) -> object:
         args, kwargs = call_arguments(job.payload)

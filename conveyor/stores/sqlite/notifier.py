@@ -27,6 +27,9 @@ IDENTITY_EVERY = 250
 # Conveyor.wait answers within 100 ms of a finish: a look every 5 ms, taken only while some
 # thread of the process waits (the waiters' thread sleeps otherwise).
 WAIT_POLL_INTERVAL_S = 0.005
+# A running job is cancelled within a second (SPEC §6): the cancel signal is read at most
+# this often, not after every commit a busy fleet makes (one query per 2 ms poll otherwise).
+CANCEL_POLL_S = 0.05
 
 
 class DataVersionPoll:
@@ -95,6 +98,8 @@ class SqliteNotifier(Notifier):
     def _poll(self) -> None:
         files = DataVersionPoll(self._store)
         seen: int | None = None  # the cancel signal last read (see cancel_signal)
+        unread = False  # a commit since the signal was last read
+        read_at = 0.0
         pause = POLL_INTERVAL_S
         try:
             while not self._stopping.wait(pause):
@@ -114,13 +119,15 @@ class SqliteNotifier(Notifier):
                 assert conn is not None
                 if changed:
                     self.wake_local()
-                    if self._cancel_listeners:
-                        signal = self._store.cancel_signal(conn)
-                        if seen is not None and signal != seen:
-                            self._job_cancelled(None)
-                        seen = signal
-                elif seen is None and self._cancel_listeners:
-                    seen = self._store.cancel_signal(conn)
+                    unread = True
+                if not self._cancel_listeners:
+                    continue
+                now = time.monotonic()
+                if seen is None or (unread and now - read_at >= CANCEL_POLL_S):
+                    signal = self._store.cancel_signal(conn)
+                    if seen is not None and signal != seen:
+                        self._job_cancelled(None)
+                    seen, unread, read_at = signal, False, now
         finally:
             files.close()
 
