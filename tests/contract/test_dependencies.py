@@ -11,7 +11,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor import dependencies as deps_module
 from conveyor.errors import InvalidJob, InvalidTransition
-from conveyor.jobs import JobStatus
+from conveyor.jobs import Finish, JobStatus, LeaseRef
 from tests.support.factories import LEASE, claim_one, later
 
 
@@ -47,6 +47,28 @@ def test_a_job_waits_for_its_dependencies_then_runs(app):
     assert next_job.id == c.id and next_job.depends_on == (a.id, b.id)
     assert [d.result for d in app.store.dependency_jobs(c.id)] == ["A", "B"]
     assert app.store.dependency_jobs(a.id) == []
+
+
+def test_a_batch_of_outcomes_settles_the_dependents_of_a_job_named_while_it_ran(app):
+    """One batch finishes a running job that gained a dependent while it ran, a job nothing
+    waits for, and a run whose fence is stale: the first two are done and counted, the
+    dependent becomes due, the stale outcome changes nothing."""
+    a, b, stale = app.enqueue("t"), app.enqueue("t"), app.enqueue("t")
+    held = {j.id: j for j in claim_all(app.store)}
+    c = app.enqueue("merge", depends_on=[a.id])  # named while a runs
+    wrong = Finish.done(LeaseRef(stale.id, "another-worker", 1), "null")
+    applied = app.store.finish_many(
+        [
+            Finish.done(held[a.id].lease_ref(), '"A"'),
+            Finish.done(held[b.id].lease_ref(), "null"),
+            wrong,
+        ]
+    )
+    assert applied == {a.id: JobStatus.DONE, b.id: JobStatus.DONE}
+    assert app.store.get_job(stale.id).status == JobStatus.PROCESSING
+    (next_job,) = claim_all(app.store)
+    assert next_job.id == c.id
+    assert app.stats()["default"]["done"] == 2
 
 
 def test_a_dependency_finished_before_the_enqueue_counts_as_finished(app):

@@ -215,7 +215,7 @@ RETURNING *
 -- `open` lists the queues that may start jobs now (not paused nor held by a fleet-wide
 -- backoff) and how many each may still start: the least of :limit, its free concurrency
 -- (processing jobs counted on jobs_processing) and its rate budget (starts in the sliding
--- window, kept in queue_starts by the jobs_started trigger). A queue without settings
+-- window, kept in queue_starts by record_starts below). A queue without settings
 -- counts nothing.
 -- Plain queues walk one (queue, priority) level at a time: `levels` finds each queue's
 -- pending priorities with one jobs_pending probe per level, and each level is one range of
@@ -231,7 +231,7 @@ RETURNING *
 -- its place among the key's candidates: a key may start no more than key_concurrency minus
 -- its processing jobs, and a fair queue starts the least busy key's next job first
 -- (priority still first), between equally busy keys the one least recently served
--- (key_starts, kept by the jobs_started_fair trigger), so claims rotate across keys even
+-- (key_starts, kept by serve_keys below), so claims rotate across keys even
 -- one job at a time.
 -- Paused and held queues are not read at all, so they never slow the others. A pending job
 -- that still has a live lease is not taken: it was retried after a cancel while the
@@ -401,6 +401,42 @@ WHERE id IN (
 )
 RETURNING *
 
+-- name: forget_starts
+-- After a claim (the full one) that started jobs :ids (a JSON array): the starts that have
+-- left their rate-limited queue's sliding window go, so queue_starts holds about one
+-- window per queue. Then add_starts and serve_keys, in the claim's transaction; they were
+-- row triggers, which made every claim two-pass (migrations/0015).
+DELETE FROM queue_starts
+WHERE rowid IN (
+    SELECT w.rowid
+    FROM queues AS q
+    JOIN queue_starts AS w ON w.queue = q.name
+    WHERE q.rate_limit IS NOT NULL
+      AND q.name IN (SELECT j.queue FROM jobs AS j
+                     WHERE j.id IN (SELECT value FROM json_each(:ids)))
+      AND w.started_at <= :now - q.rate_period
+)
+
+-- name: add_starts
+-- ... each start of a rate-limited queue's job, counted by the next claims' window.
+INSERT INTO queue_starts (queue, started_at)
+SELECT j.queue, j.started_at
+FROM jobs AS j
+JOIN queues AS q ON q.name = j.queue
+WHERE j.id IN (SELECT value FROM json_each(:ids))
+  AND q.rate_limit IS NOT NULL
+
+-- name: serve_keys
+-- ... and when each concurrency_key of a fair queue was last served ('' for no key).
+INSERT INTO key_starts (queue, key, started_at)
+SELECT j.queue, coalesce(j.concurrency_key, ''), max(j.started_at)
+FROM jobs AS j
+JOIN queues AS q ON q.name = j.queue
+WHERE j.id IN (SELECT value FROM json_each(:ids))
+  AND q.fair = 1
+GROUP BY j.queue, coalesce(j.concurrency_key, '')
+ON CONFLICT (queue, key) DO UPDATE SET started_at = excluded.started_at
+
 -- name: heartbeat
 -- Extend one lease, only while this claim (worker + attempt) still holds the job, and
 -- return its status: a run whose job was cancelled meanwhile keeps its lease until its code
@@ -426,11 +462,28 @@ WHERE id = :id
   AND attempts = :attempt
 
 -- name: complete
--- processing → done, fenced by the claim's worker and attempt. The one way to done: the
--- batch is counted by count_done and done_minutes, not by a trigger (it sets no run_at, so
--- the counts' triggers of migration 0011 do not run; every other change of status sets it).
+-- processing → done, fenced by the claim's worker and attempt, for a job that no other job
+-- waits for (complete_settling finishes the others). With complete_settling, the one way
+-- to done: the batch is counted by count_done and done_minutes, not by a trigger (it sets
+-- no run_at, so the counts' triggers of migration 0011 do not run; every other change of
+-- status sets it). It names no has_dependents, so it fires no trigger (migrations/0015).
 UPDATE jobs
 SET status           = 'done',
+    result           = :result,
+    finished_at      = :now,
+    updated_at       = :now,
+    lease_expires_at = NULL
+WHERE id = :id
+  AND status = 'processing'
+  AND worker = :worker
+  AND attempts = :attempt
+  AND has_dependents = 0
+
+-- name: complete_settling
+-- As complete, for a job that others wait for: jobs_settle_dependents settles them.
+UPDATE jobs
+SET status           = 'done',
+    has_dependents   = has_dependents,
     result           = :result,
     finished_at      = :now,
     updated_at       = :now,
@@ -444,6 +497,7 @@ WHERE id = :id
 -- processing → pending at :retry_at, or → failed when :retry_at is NULL; same fence.
 UPDATE jobs
 SET status           = CASE WHEN :retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+    has_dependents   = has_dependents,  -- settles them when failed (migrations/0015)
     run_at           = coalesce(:retry_at, run_at),
     last_error       = :error,
     finished_at      = CASE WHEN :retry_at IS NULL THEN :now END,
@@ -501,6 +555,7 @@ WHERE id = :id
 -- remain, otherwise failed for good. The old worker's fence no longer matches either way.
 UPDATE jobs
 SET status           = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    has_dependents   = has_dependents,  -- settles them when failed (migrations/0015)
     run_at           = :now,
     last_error       = 'recovered: lease of worker ' || coalesce(worker, '?')
                        || ' expired during attempt ' || attempts || ' of ' || max_attempts
@@ -537,12 +592,13 @@ LIMIT :limit
 -- the job, so its worker must be told (signal_cancel).
 -- A job waiting for dependencies waits no more (its held run_at comes back).
 UPDATE jobs
-SET status      = 'cancelled',
-    run_at      = coalesce(held_run_at, run_at),
-    held_run_at = NULL,
-    waiting_for = 0,
-    finished_at = :now,
-    updated_at  = :now
+SET status         = 'cancelled',
+    has_dependents = has_dependents,  -- settles them (migrations/0015)
+    run_at         = coalesce(held_run_at, run_at),
+    held_run_at    = NULL,
+    waiting_for    = 0,
+    finished_at    = :now,
+    updated_at     = :now
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND status IN ('pending', 'processing')
   AND (:status IS NULL OR status = :status)

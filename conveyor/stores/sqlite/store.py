@@ -438,7 +438,11 @@ class SqliteStore(Store):
             return []
         self._check_lease_clock()
         params = _claim_params(worker, queues, limit, lease, _clocks(now))
-        return _claimed(self._write_one(self._claim_query(), params))
+        query = self._claim_query()
+        if query is Q["claim_plain"]:  # one statement: its own transaction
+            return _claimed(self._write_one(query, params))
+        with self._write() as conn:
+            return _claimed(_claim(conn, query, params))
 
     def _claim_query(self) -> str:
         """claim_plain while no queue has settings, else claim; read again when the answer
@@ -504,11 +508,8 @@ class SqliteStore(Store):
         query = self._claim_query()
         with self._write() as conn:
             applied = _finish(conn, finishes, clocks[0])
-            rows = (
-                conn.execute(query, _claim_params(worker, queues, limit, lease, clocks)).fetchall()
-                if limit > 0
-                else []
-            )
+            params = _claim_params(worker, queues, limit, lease, clocks)
+            rows = _claim(conn, query, params) if limit > 0 else []
             return applied, _claimed(rows)
 
     def release(
@@ -954,6 +955,18 @@ def _claim_params(
     }
 
 
+def _claim(conn: sqlite3.Connection, query: str, params: dict[str, object]) -> list[sqlite3.Row]:
+    """Run a claim; after the full one (queues with settings), record the starts that rate
+    windows and fair turns count, in the same transaction. claim_plain takes no job of such
+    a queue."""
+    rows = conn.execute(query, params).fetchall()
+    if rows and query is Q["claim"]:
+        starts = {"ids": jsontext.dumps([row["id"] for row in rows]), "now": params["now"]}
+        for name in ("forget_starts", "add_starts", "serve_keys"):
+            conn.execute(Q[name], starts)
+    return rows
+
+
 def _claimed(rows: Sequence[sqlite3.Row]) -> list[Job]:
     if not rows:
         return []
@@ -977,6 +990,9 @@ def _finish(
         {**_fence(f.ref), "result": f.result_json, "now": now_us} for f in done
     ]
     missed = _missed(conn, Q["complete"], rows)
+    # not applied: a job others wait for (complete_settling), or a run no longer holding it
+    settled = {i for i in missed if conn.execute(Q["complete_settling"], rows[i]).rowcount}
+    missed -= settled
     unapplied = [fin for i, fin in enumerate(done) if i in missed]
     applied.update(
         (fin.ref.job_id, JobStatus.DONE) for i, fin in enumerate(done) if i not in missed
