@@ -37,10 +37,12 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 # Two pytest processes (TEST_PROCESSES): the process tests mostly wait on the workers they
-# start, so two at a time take about two thirds of the time of one after another.
+# start, so two at a time take about two thirds of the time of one after another. Tests
+# marked `exclusive` (they restart the machine's PostgreSQL) run afterwards, alone.
 TEST_PROCESSES ?= 2
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) -m "not exclusive"
+	$(BIN)/python -m pytest -m exclusive
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -49,6 +49,7 @@ def test_chaos_on_sqlite_loses_nothing_and_every_duplicate_follows_a_kill(sqlite
 @pytest.mark.slow
 @pytest.mark.process
 @pytest.mark.postgres
+@pytest.mark.exclusive  # restarts the machine's PostgreSQL: no other test may run meanwhile
 def test_chaos_on_postgres_survives_kills_and_two_database_restarts(pg_url, tmp_path):
     # Restarts the PostgreSQL cluster behind pg_url: self-contained, the suite runs serially.
     if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None:
