@@ -1,0 +1,123 @@
+"""The Redis store's own behaviour, beyond the contract suite: the URL, the warning about
+persistence settings that could lose jobs (SPEC §10), and sending an enqueue or a claim again
+after its reply was lost without applying it twice."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from conveyor.errors import ConfigurationError, StoreUnavailable
+from conveyor.jobs import JobFilter
+from conveyor.stores import open_store
+from conveyor.stores.redis.store import RedisStore
+from tests.support.factories import LEASE, add, claim_one
+from tests.support.wait import wait_until
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisStore]:
+    s = RedisStore(redis_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def test_redis_urls_open_the_redis_store():
+    assert isinstance(open_store("redis://127.0.0.1:1/0"), RedisStore)  # connects lazily
+    assert isinstance(open_store("rediss://user:secret@example.invalid:6380/2"), RedisStore)
+    assert "secret" not in repr(open_store("redis://user:secret@127.0.0.1:1/0"))
+    with pytest.raises(ConfigurationError, match="redis://host:6379/0"):
+        open_store("mysql://x")
+
+
+@pytest.fixture
+def persistence(admin: redis.Redis) -> Iterator[redis.Redis]:
+    """The test server's persistence settings, put back after the test changes them."""
+    before = admin.config_get("append*")
+    yield admin
+    admin.config_set("appendfsync", before["appendfsync"])
+    admin.config_set("appendonly", before["appendonly"])
+    # turned on again, the append-only file is rewritten first (a shutdown meanwhile waits)
+    wait_until(lambda: admin.info("persistence")["aof_rewrite_in_progress"] == 0)
+
+
+def _warnings(redis_url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="conveyor.stores.redis"):
+        fresh = RedisStore(redis_url)
+        try:
+            fresh.get_job(1)  # the first use reads the settings
+            fresh.get_job(1)  # and only the first
+        finally:
+            fresh.close()
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_durable_settings_start_without_a_warning(redis_url, caplog):
+    assert _warnings(redis_url, caplog) == []
+
+
+def test_everysec_warns_that_a_second_of_jobs_can_be_lost(redis_url, persistence, caplog):
+    persistence.config_set("appendfsync", "everysec")
+    (message,) = _warnings(redis_url, caplog)
+    assert "appendfsync everysec: up to 1 s of acknowledged jobs can be lost" in message
+
+
+def test_no_append_only_file_warns_that_jobs_can_be_lost(redis_url, persistence, caplog):
+    persistence.config_set("appendonly", "no")
+    (message,) = _warnings(redis_url, caplog)
+    assert "appendonly no: acknowledged jobs can be lost when it restarts" in message
+
+
+def _lose_first_reply(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the store's next script call run on the server but lose its reply, as a
+    connection dropped after the command was sent; returns the ops called."""
+    client = store._redis()
+    real = client.evalsha
+    calls: list[str] = []
+
+    def evalsha(sha, numkeys, *args):
+        calls.append(args[3])  # the op (after the route key, the prefix and now)
+        reply = real(sha, numkeys, *args)
+        if len(calls) == 1:
+            raise redis.ConnectionError("connection reset after the command was sent")
+        return reply
+
+    monkeypatch.setattr(client, "evalsha", evalsha)
+    return calls
+
+
+def test_an_enqueue_whose_reply_was_lost_is_sent_again_and_applies_once(store, monkeypatch):
+    calls = _lose_first_reply(store, monkeypatch)
+    job = add(store, payload={"n": 1})
+    assert calls == ["enqueue", "enqueue"]
+    assert [j.id for j in store.list_jobs(JobFilter())] == [job.id]
+
+
+def test_a_claim_whose_reply_was_lost_hands_out_the_jobs_it_took(store, monkeypatch):
+    first, second = add(store), add(store)
+    calls = _lose_first_reply(store, monkeypatch)
+    claimed = store.claim(worker="w", queues=None, limit=1, lease=LEASE)
+    assert calls == ["claim", "claim"]
+    assert [j.id for j in claimed] == [first.id]
+    assert [j.id for j in store.claim(worker="w", queues=None, limit=5, lease=LEASE)] == [second.id]
+
+
+def test_other_transitions_are_never_sent_twice(store, monkeypatch):
+    add(store)
+    job = claim_one(store)
+    calls = _lose_first_reply(store, monkeypatch)
+    with pytest.raises(StoreUnavailable, match="connection reset"):
+        store.complete(job.lease_ref())
+    assert calls == ["finish"]  # redis-py's own retry is off: the client sent it once
+    assert store.get_job(job.id).status == "done"
