@@ -1,7 +1,7 @@
 -- The end of the store's one script: run the op A names. With a reply token, a call that
 -- redis-py could not read the reply of may be sent again: the first run's reply is kept
 -- for REPLY_MS and returned instead of running the op twice (enqueue, claim).
-local REPLY_MS = 600000
+local REPLY_MS = 60000
 local token = ARGV[4]
 if token ~= '' then
   local kept = redis.call('GET', k('reply', token))
