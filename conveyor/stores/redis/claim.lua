@@ -1,26 +1,20 @@
 -- The claim: due pending jobs → processing under a fresh lease, within each queue's settings.
--- Pending jobs wait in `pending:<queue>` by run_at; the claim first moves those due since
--- its queue's watermark into the priority order (`ready:<queue>`, and per concurrency_key
--- `kready:<queue>\t<key>`), then reads candidates only from there.
+-- A due job waits in its queue's priority order (`ready:<queue>`, and per concurrency_key
+-- `kready:<queue>\t<key>`); a job for later waits in `scheduled:<queue>` by run_at, and the
+-- first claim after its run_at moves it into that order. Candidates come from there only.
 -- Read a few more than a queue may start: a job a cancelled run still holds is passed over.
 local SPARE = 100
 local PROMOTE_BATCH = 1000
 
 local function promote(queue)
-  local mark = tonumber(redis.call('HGET', k('promoted'), queue) or '0')
-  if mark >= NOW then return end
-  local due = redis.call('ZRANGEBYSCORE', k('pending', queue), '(' .. int(mark), NOW,
+  local due = redis.call('ZRANGEBYSCORE', k('scheduled', queue), '-inf', NOW,
     'WITHSCORES', 'LIMIT', 0, PROMOTE_BATCH)
-  local upto = NOW
-  if #due == 2 * PROMOTE_BATCH then upto = tonumber(due[#due]) end
   for j = 1, #due, 2 do
-    local id, run_at = due[j], tonumber(due[j + 1])
-    if run_at <= upto then
-      local f = redis.call('HMGET', jkey(id), 'priority', 'concurrency_key')
-      make_ready(id, queue, f[2], tonumber(f[1]), run_at)
-    end
+    local id = due[j]
+    local f = redis.call('HMGET', jkey(id), 'priority', 'concurrency_key')
+    make_ready(id, queue, f[2], tonumber(f[1]), tonumber(due[j + 1]))
+    redis.call('ZREM', k('scheduled', queue), id)
   end
-  redis.call('HSET', k('promoted'), queue, upto)
 end
 
 -- A queue's settings as the claim needs them; nil while it is paused or held.

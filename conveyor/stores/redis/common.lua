@@ -62,21 +62,24 @@ local function make_ready(id, queue, ckey, priority, run_at)
   redis.call('HSET', jkey(id), 'rm', m)
 end
 
--- A claimable pending job: in `pending:<queue>` by run_at (oldest_pending reads it), and in
--- the claim's priority order once due (claim.lua promotes jobs up to a watermark).
+-- A claimable pending job: in `pending:<queue>` by run_at (oldest_pending reads it); in the
+-- claim's priority order at once when due, else in `scheduled:<queue>` by run_at until a
+-- claim finds it due (claim.lua's promote).
 local function put_pending(id, queue, run_at)
   redis.call('ZADD', k('pending', queue), run_at, id)
   redis.call('SADD', k('queues'), queue)
-  local promoted = tonumber(redis.call('HGET', k('promoted'), queue) or '0')
-  if run_at <= promoted then
+  if run_at <= NOW then
     local f = redis.call('HMGET', jkey(id), 'priority', 'concurrency_key')
     make_ready(id, queue, f[2], tonumber(f[1]), run_at)
+  else
+    redis.call('ZADD', k('scheduled', queue), run_at, id)
   end
   STATE.wake = true
 end
 
 local function unpend(id, queue, ckey)
   redis.call('ZREM', k('pending', queue), id)
+  redis.call('ZREM', k('scheduled', queue), id)
   local rm = redis.call('HGET', jkey(id), 'rm')
   if rm then
     redis.call('ZREM', k('ready', queue), rm)

@@ -76,6 +76,9 @@ class RedisNotifier(Notifier):
 class RedisFinishListener(FinishListener):
     """The ids published on `finished`, for the process's `Conveyor.wait` thread."""
 
+    # A subscriber nobody reads fills its output buffer on the server, which then drops it.
+    drains_when_idle = True
+
     def __init__(self, url: str, prefix: str) -> None:
         self._url = url
         self._channel = prefix + "finished"
