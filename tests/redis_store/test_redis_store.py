@@ -1,6 +1,6 @@
 """The Redis store's own behaviour, beyond the contract suite: the URL, the warning about
-persistence settings that could lose jobs (SPEC §10), and sending an enqueue or a claim again
-after its reply was lost without applying it twice."""
+persistence settings that could lose jobs (SPEC §10), a server killed and started again,
+and sending an enqueue or a claim again after its reply was lost without applying it twice."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pytest
 import redis
 
 from conveyor.errors import ConfigurationError, StoreUnavailable
-from conveyor.jobs import JobFilter
+from conveyor.jobs import JobFilter, JobStatus
 from conveyor.stores import open_store
 from conveyor.stores.redis.store import RedisStore
+from conveyor.validation import new_job
 from tests.support.factories import LEASE, add, claim_one
+from tests.support.redis import redis_server
 from tests.support.wait import wait_until
 
 
@@ -121,3 +123,31 @@ def test_other_transitions_are_never_sent_twice(store, monkeypatch):
         store.complete(job.lease_ref())
     assert calls == ["finish"]  # redis-py's own retry is off: the client sent it once
     assert store.get_job(job.id).status == "done"
+
+
+def test_a_killed_server_comes_back_with_every_acknowledged_job():
+    """SIGKILL, then a new server on the same append-only file: every job acknowledged
+    before is there, leases included, and the same store object goes on (it reconnects, and
+    loads its script into the new server)."""
+    with redis_server() as server:
+        store = RedisStore(server.url)
+        try:
+            store.migrate()
+            store.enqueue_many([new_job("t", {"n": i}) for i in range(100)])
+            running = store.claim(worker="w", queues=None, limit=10, lease=LEASE)
+            assert store.complete(running[0].lease_ref())
+            before = store.stats()
+            server.kill()
+            with pytest.raises(StoreUnavailable):
+                store.get_job(running[1].id)
+            server.start()
+            assert (
+                store.stats() == before == {"default": {"done": 1, "processing": 9, "pending": 90}}
+            )
+            assert store.heartbeat([j.lease_ref() for j in running[1:]], lease=LEASE).lost == set()
+            assert store.complete(running[1].lease_ref())
+            add(store)
+            assert len(store.claim(worker="w", queues=None, limit=500, lease=LEASE)) == 91
+            assert store.get_job(running[0].id).status == JobStatus.DONE
+        finally:
+            store.close()

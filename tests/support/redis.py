@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,53 +39,79 @@ def _answers(url: str) -> bool:
         client.close()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not _answers(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-            _unavailable(f"redis-server did not start on {url}: {tail.strip()}")
-        time.sleep(0.02)
+@dataclass
+class RedisServer:
+    """A redis-server of a test's own: its port and its folder (the append-only file) stay
+    the same across `kill` and `start`, as for a server that crashed and came back."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = self.folder / "redis.log"
+        command = [
+            BINARY,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--dir", str(self.folder),
+            "--save", "",
+            "--logfile", str(log),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(self.url):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+                self.stop()
+                _unavailable(f"redis-server did not start on {self.url}: {tail.strip()}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, only what the append-only file holds survives."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """Start redis-server on a free port of 127.0.0.1 (append-only file, fsync on every
+    write, no RDB snapshots) in a temporary folder; stop it and remove the folder at the
+    end. Fails under CI=true, skips elsewhere, when it cannot start."""
+    if not os.path.exists(BINARY):
+        _unavailable(f"{BINARY} is not installed (apt-get install redis-server)")
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="conveyor-redis-")))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
 
 
 @contextmanager
 def running_redis() -> Iterator[str]:
-    """Start redis-server on a free port of 127.0.0.1 (append-only file, fsync on every
-    write, no RDB snapshots) in a temporary folder; yield its URL (database 0); stop it and
-    remove the folder at the end. Fails under CI=true, skips elsewhere, when it cannot start."""
-    if not os.path.exists(BINARY):
-        _unavailable(f"{BINARY} is not installed (apt-get install redis-server)")
-    folder = Path(tempfile.mkdtemp(prefix="conveyor-redis-"))
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    log = folder / "redis.log"
-    command = [
-        BINARY,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--appendonly", "yes",
-        "--appendfsync", "always",
-        "--dir", str(folder),
-        "--save", "",
-        "--logfile", str(log),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        _wait_ready(proc, url, log)
-        yield url
-    finally:
-        _stop(proc)
-        shutil.rmtree(folder, ignore_errors=True)
+    """`redis_server()`'s URL (database 0)."""
+    with redis_server() as server:
+        yield server.url
 
 
 def flush(url: str) -> None:
