@@ -78,6 +78,8 @@ class Dashboard:
 def dashboard(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Dashboard]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'jobs.db'}"
+    elif request.param == "redis":
+        url = request.getfixturevalue("redis_session_url")  # as PostgreSQL's, below
     else:
         # The session's database (dropping one costs a checkpoint: seconds on a busy server);
         # other tests may empty it between these, which take nothing from one another.

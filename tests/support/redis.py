@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import redis
 
+from conveyor.stores.redis.scripts import PREFIX
 from tests.support import pg
 from tests.support.procs import free_port
 
@@ -119,5 +120,44 @@ def flush(url: str) -> None:
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
+    finally:
+        client.close()
+
+
+# -- what other suites do to a store with SQL, for the Redis store's layout ---------------------
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def age_finished(url: str, ids: list[int], seconds: float) -> None:
+    """Make finished jobs look finished `seconds` earlier (their hash and prune's index)."""
+    shift = int(seconds * 1_000_000)
+    client = _client(url)
+    try:
+        for job_id in ids:
+            key = f"{PREFIX}job:{job_id}"
+            status = client.hget(key, "status")
+            client.hincrby(key, "finished_at", -shift)
+            client.zincrby(f"{PREFIX}finished:{status}", -shift, str(job_id))
+    finally:
+        client.close()
+
+
+def leader(url: str, role: str) -> tuple[str] | None:
+    """The holder of `role`, as the SQL stores' `leaders` row reads."""
+    client = _client(url)
+    try:
+        holder = client.hget(f"{PREFIX}leader:{role}", "holder")
+    finally:
+        client.close()
+    return None if holder is None else (str(holder),)
+
+
+def finish_silently(url: str, job_id: int) -> None:
+    """Mark a job done behind the store's back: no script, so nothing is published."""
+    client = _client(url)
+    try:
+        now_us = int(time.time() * 1_000_000)
+        client.hset(f"{PREFIX}job:{job_id}", mapping={"status": "done", "finished_at": now_us})
     finally:
         client.close()
