@@ -151,3 +151,22 @@ def test_a_killed_server_comes_back_with_every_acknowledged_job():
             assert store.get_job(running[0].id).status == JobStatus.DONE
         finally:
             store.close()
+
+
+def test_cancel_and_retry_answer_the_job_as_their_script_left_it(store, monkeypatch):
+    """A worker may claim a retried job the moment the retry's script ends: retry answers
+    the job as retried (pending), not as read afterwards (found by
+    tests/process/test_operator_actions.py on Redis)."""
+    add(store, max_attempts=1)
+    job = claim_one(store)
+    store.fail(job.lease_ref(), "boom", retry_at=None)
+    real = store.get_job
+
+    def claimed_meanwhile(job_id):
+        store.claim(worker="w2", queues=None, limit=1, lease=LEASE)
+        return real(job_id)
+
+    monkeypatch.setattr(store, "get_job", claimed_meanwhile)
+    assert store.retry(job.id).status == JobStatus.PENDING
+    assert real(job.id).status == JobStatus.PENDING  # nothing read it in between
+    assert store.cancel(job.id).status == JobStatus.CANCELLED

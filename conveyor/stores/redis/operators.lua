@@ -1,14 +1,12 @@
 -- Operators' transitions: cancel, retry, prune.
 
--- pending|processing → cancelled for each id of A[2..] (only those in status A[1] when it
--- is not ""). A running job keeps its lease until its worker has stopped the run, which is
+-- pending|processing → cancelled for each of `ids` (only those in status `only` when it is
+-- not ""). A running job keeps its lease until its worker has stopped the run, which is
 -- told on the `cancelled` channel; a job waiting for dependencies waits no more; its own
 -- dependents are settled. Returns the ids cancelled.
-OPS.cancel = function()
-  local only = A[1]
+local function cancel_ids(only, ids)
   local cancelled = {}
-  for i = 2, #A do
-    local id = A[i]
+  for _, id in ipairs(ids) do
     local f = redis.call('HMGET', jkey(id), 'status', 'queue', 'lease', 'concurrency_key')
     local st = f[1]
     if (st == 'pending' or st == 'processing') and (only == '' or st == only) then
@@ -25,6 +23,22 @@ OPS.cancel = function()
   end
   return cancelled
 end
+
+local function rest(from)
+  local out = {}
+  for i = from, #A do out[#out + 1] = A[i] end
+  return out
+end
+
+-- The job A[1] as the transition left it, and whether it applied: {0/1, its hash}, read in
+-- the same script (a worker may claim a retried job the moment the script ends).
+local function one(transition)
+  local applied = #transition('', {A[1]})
+  return {applied, redis.call('HGETALL', jkey(A[1]))}
+end
+
+OPS.cancel = function() return cancel_ids(A[1], rest(2)) end
+OPS.cancel_job = function() return one(cancel_ids) end
 
 -- A dependency that keeps a job with "cancel" from being retried: one still failed or
 -- cancelled (retrying the job would only cancel it again). nil when there is none.
@@ -51,15 +65,13 @@ local function wait_again(id, queue, depends_on)
   if waiting == 0 then put_pending(id, queue, NOW) end
 end
 
--- failed|cancelled → pending, runnable now, for each id of A[2..] (only those in status
--- A[1] when it is not ""); attempts kept, max_attempts raised so one more runs. A lease left
+-- failed|cancelled → pending, runnable now, for each of `ids` (only those in status `only`
+-- when it is not ""); attempts kept, max_attempts raised so one more runs. A lease left
 -- by a cancelled run stays: the claim waits for it. A job whose unique_key another
 -- unfinished job holds, or whose dependency blocks it, is left as it is. Returns the ids.
-OPS.retry = function()
-  local only = A[1]
+local function retry_ids(only, ids)
   local retried = {}
-  for i = 2, #A do
-    local id = A[i]
+  for _, id in ipairs(ids) do
     local j = jkey(id)
     local f = redis.call('HMGET', j, 'status', 'queue', 'unique_key', 'attempts',
       'max_attempts', 'concurrency_key', 'depends_on', 'on_dependency_failure')
@@ -79,6 +91,9 @@ OPS.retry = function()
   end
   return retried
 end
+
+OPS.retry = function() return retry_ids(A[1], rest(2)) end
+OPS.retry_job = function() return one(retry_ids) end
 
 -- The blocker of each of A's ids that retry_blocker names (for the refusal's message):
 -- {id, dependency, its status} triples.

@@ -13,10 +13,10 @@ integer microseconds since the epoch, UTC.
 
 from __future__ import annotations
 
-import logging
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Unpack, cast
+from typing import Any, NoReturn, Unpack, cast
 
 import redis
 
@@ -24,6 +24,7 @@ from conveyor.errors import StoreUnavailable
 from conveyor.fleet import LIVE_LEASES, MinuteStats, WorkerInfo
 from conveyor.jobs import (
     FINISHED,
+    ID_MAX,
     STATUSES,
     BulkFilter,
     EnqueueResult,
@@ -61,8 +62,6 @@ from conveyor.stores.redis.scripts import (
 )
 from conveyor.stores.redis.workflows import plain_args, plan_batch
 
-log = logging.getLogger("conveyor.stores.redis")
-
 SCHEMA_VERSION = 1
 # Jobs read per round trip by listings and bulk reads.
 READ_CHUNK = 500
@@ -89,25 +88,26 @@ class RedisStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: redis.Redis | None = None
-        self._scripts: Scripts | None = None
         self._checked_durability = False
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RedisStore({redact(self.url)!r})"
 
     # -- connections ---------------------------------------------------------------------
     def _redis(self) -> redis.Redis:
-        if self._client is None:
-            self._client = connect(self.url)
-            self._scripts = Scripts(self._client)
-        if not self._checked_durability:  # SPEC §10: once, at the store's first use
-            self._checked_durability = warn_if_lossy(self._client, redact(self.url))
-        return self._client
+        client = self._client
+        if client is None or not self._checked_durability:
+            with self._lock:  # one client (and its pool) per store, whichever thread came first
+                if self._client is None:
+                    self._client = connect(self.url)
+                client = self._client
+                if not self._checked_durability:  # SPEC §10: once, at the store's first use
+                    self._checked_durability = warn_if_lossy(client, redact(self.url))
+        return client
 
     def _ops(self) -> Scripts:
-        self._redis()
-        assert self._scripts is not None
-        return self._scripts
+        return Scripts(self._redis())
 
     def _read(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
         """Read commands in one round trip (a pipeline without MULTI)."""
@@ -152,10 +152,10 @@ class RedisStore(Store):
             raise unavailable(exc) from exc
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-            self._scripts = None
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def notifier(self) -> Notifier:
         return RedisNotifier(self.url, PREFIX)
@@ -313,16 +313,22 @@ class RedisStore(Store):
         return out[: query.limit]
 
     def cancel(self, job_id: int, *, now: datetime | None = None) -> Job:
-        if not self.cancel_many([job_id], now=now):
-            self._refuse(job_id, "cancel")
-        return cast(Job, self.get_job(job_id))
+        return self._one(job_id, "cancel", now)
 
     def retry(self, job_id: int, *, now: datetime | None = None) -> Job:
-        if not self.retry_many([job_id], now=now):
-            self._refuse(job_id, "retry")
-        return cast(Job, self.get_job(job_id))
+        return self._one(job_id, "retry", now)
 
-    def _refuse(self, job_id: int, action: str) -> None:
+    def _one(self, job_id: int, action: str, now: datetime | None) -> Job:
+        """`action` on one job; the job as the same script left it (a worker may claim a
+        retried job at once), or why it did not apply."""
+        if not 1 <= job_id <= ID_MAX:
+            raise refusal(job_id, None, action)
+        applied, flat = self._ops().run(f"{action}_job", [job_id], now)
+        if not applied:
+            self._refuse(job_id, action)
+        return rows.job(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def _refuse(self, job_id: int, action: str) -> NoReturn:
         job = self.get_job(job_id)
         blocker = None
         if job is not None and action == "retry":
