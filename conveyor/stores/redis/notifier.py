@@ -17,6 +17,8 @@ from conveyor.stores.base import FinishListener, Notifier
 
 # While Redis cannot be reached, try again at most this often.
 RETRY_S = 0.5
+# How often the listening thread looks up from its connection: `stop` waits up to this long.
+POLL_S = 0.1
 
 
 def _subscriber(url: str) -> tuple[redis.Redis, redis.client.PubSub]:
@@ -52,7 +54,7 @@ class RedisNotifier(Notifier):
                 pubsub.subscribe(wake, cancelled)
                 self.wake_local()  # enqueues before (or during a reconnect) went unheard
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=POLL_S)
                     if message is None:
                         continue
                     if message["channel"] == cancelled:
