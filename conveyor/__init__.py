@@ -1,4 +1,4 @@
-"""Conveyor: background jobs on SQLite or PostgreSQL."""
+"""Conveyor: background jobs on SQLite, PostgreSQL or Redis."""
 
 from conveyor.app import Conveyor
 from conveyor.context import JobContext, Retry, Snooze, current_job

@@ -1,4 +1,4 @@
-"""Fixtures shared by every suite: store URLs for both stores, a clean store per test."""
+"""Fixtures shared by every suite: store URLs for every store, a clean store per test."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import pytest
 
 from conveyor.stores import Store, open_store
 from tests.support import pg
+from tests.support import redis as redis_support
 
-STORES = ["sqlite", "postgres"]
+# Every store: the contract suite (tests/contract/conftest.py) runs on each.
+STORES = ["sqlite", "postgres", "redis"]
+# The stores the other suites (runtime, process, API, CLI, dashboard ...) run on: the Redis
+# store has passed only the contract suite so far.
+SQL_STORES = ["sqlite", "postgres"]
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +38,51 @@ def pg_url(pg_session_url: str) -> str:
     return pg_session_url
 
 
+@pytest.fixture(scope="session")
+def redis_session_url() -> Iterator[str]:
+    """This session's own redis-server (tests/support/redis.py), started once."""
+    with redis_support.running_redis() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_session_url: str) -> str:
+    """The session's Redis database, emptied (FLUSHDB) and migrated for this test."""
+    redis_support.flush(redis_session_url)
+    _migrate(redis_session_url)
+    return redis_session_url
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
 
 
-@pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest) -> str:
-    """A migrated, empty store's URL, once per store kind. Each parameter is built lazily,
-    so PostgreSQL being down affects only the postgres cases."""
+def _migrate(url: str) -> None:
+    store = open_store(url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+
+
+def clean_store_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty store's URL for `request.param`. Each is built lazily, so a server
+    being down affects only its own cases."""
     if request.param == "sqlite":
         url: str = request.getfixturevalue("sqlite_url")
-        store = open_store(url)
-        store.migrate()
-        store.close()
+        _migrate(url)
         return url
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(params=SQL_STORES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty store's URL, once per store kind (the contract suite overrides it
+    with every store, tests/contract/conftest.py)."""
+    return clean_store_url(request)
 
 
 @pytest.fixture

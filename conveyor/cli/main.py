@@ -17,7 +17,7 @@ from conveyor.errors import ConveyorError
 
 cli = typer.Typer(
     name="conveyor",
-    help="Background jobs on SQLite or PostgreSQL.",
+    help="Background jobs on SQLite, PostgreSQL or Redis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

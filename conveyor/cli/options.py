@@ -28,8 +28,8 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="sqlite:///path.db or postgresql://…; given here, it also overrides the URL "
-        "the app was built with [env: DATABASE_URL, for apps built without a URL; "
+        help="sqlite:///path.db, postgresql://… or redis://…; given here, it also overrides "
+        "the URL the app was built with [env: DATABASE_URL, for apps built without a URL; "
         f"default: the app's own URL, else {DEFAULT_DATABASE_URL}]",
         show_default=False,
     ),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Unpack
 
-from conveyor.errors import InvalidJob
+from conveyor.errors import ConveyorError, InvalidJob, InvalidTransition, JobNotFound
 from conveyor.fleet import MinuteStats, WorkerInfo
 from conveyor.jobs import (
     CANCELLABLE,
@@ -563,6 +563,26 @@ def id_batches(ids: Iterable[int], size: int = BULK_BATCH) -> Iterator[list[int]
         text += width
     if batch:
         yield batch
+
+
+def refusal(
+    job_id: int, status: JobStatus | None, action: str, blocker: tuple[int, str] | None = None
+) -> ConveyorError:
+    """Why `cancel` or `retry` (`action`) did not apply to a job now in `status` (None: no such
+    job); `blocker`: the dependency (id, status) that keeps a retry from applying (SPEC §8).
+    One wording for every store."""
+    if status is None:
+        return JobNotFound(f"job {job_id} not found")
+    if action == "retry" and blocker is not None:
+        return InvalidTransition(
+            f"job {job_id} cannot be retried: its dependency {blocker[0]} is {blocker[1]}; "
+            "retry that first"
+        )
+    if action == "retry" and status in RETRYABLE:
+        return InvalidTransition(
+            f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
+        )
+    return InvalidTransition(f"job {job_id} is {status.value}: cannot {action} it")
 
 
 def _check_applies(query: BulkFilter, statuses: tuple[JobStatus, ...], action: str) -> None:

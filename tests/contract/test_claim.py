@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from conveyor.jobs import JobStatus
+from conveyor.validation import new_job
 from tests.support.factories import LEASE, add, later
 
 
@@ -103,3 +104,12 @@ def test_claim_fills_its_limit_across_levels_and_queues(store):
     got = claim(store, limit=4, queues=["a", "b"])
     assert [j.id for j in got] == ids[:4]
     assert [j.id for j in claim(store, limit=4)] == ids[4:]
+
+
+def test_a_large_batch_scheduled_for_one_moment_is_claimed_in_full(store):
+    """More jobs than a claim reads at once, all with one run_at in the future."""
+    at = later(60)
+    store.enqueue_many([new_job("t", None, run_at=at) for _ in range(1500)])
+    first = store.claim(worker="w", queues=None, limit=1000, lease=LEASE, now=at)
+    second = store.claim(worker="w", queues=None, limit=1000, lease=LEASE, now=at)
+    assert (len(first), len(second)) == (1000, 500)

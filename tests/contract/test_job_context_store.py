@@ -25,6 +25,16 @@ def test_progress_is_stored_with_a_renewal_and_cleared_by_the_next_claim(store):
     assert again.progress is None and again.progress_message is None
 
 
+def test_a_renewal_without_progress_keeps_what_was_reported(store):
+    add(store)
+    add(store)
+    job, other = claim_one(store), claim_one(store)
+    store.heartbeat([job.lease_ref()], lease=LEASE, progress={job.id: (0.5, None)})
+    store.heartbeat([job.lease_ref(), other.lease_ref()], lease=LEASE)
+    assert store.get_job(job.id).progress == 0.5
+    assert store.get_job(other.id).progress is None
+
+
 def test_progress_of_a_cancelled_or_lost_run_is_not_written(store):
     add(store)
     job = claim_one(store)

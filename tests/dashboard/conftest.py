@@ -22,7 +22,7 @@ from conveyor.app import Conveyor
 from conveyor.jobs import Job, JobStatus
 from conveyor.stores import Store, open_store
 from tests.api.servers import ThreadedApi, api_settings, make_app
-from tests.conftest import STORES
+from tests.conftest import SQL_STORES
 from tests.support import pg
 from tests.support.factories import LEASE
 
@@ -74,10 +74,12 @@ class Dashboard:
         return self.server.url
 
 
-@pytest.fixture(scope="package", params=STORES)
+@pytest.fixture(scope="package", params=SQL_STORES)
 def dashboard(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Dashboard]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'jobs.db'}"
+    elif request.param == "redis":
+        url = request.getfixturevalue("redis_session_url")  # as PostgreSQL's, below
     else:
         # The session's database (dropping one costs a checkpoint: seconds on a busy server);
         # other tests may empty it between these, which take nothing from one another.

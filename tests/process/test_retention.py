@@ -20,6 +20,7 @@ from conveyor import Conveyor
 from conveyor.jobs import Finish, JobStatus
 from conveyor.stores import Store
 from conveyor.validation import new_job
+from tests.support import redis as redis_support
 from tests.support.factories import LEASE
 from tests.support.wait import wait_until
 
@@ -43,6 +44,8 @@ def sql(url: str) -> Iterator[tuple[object, str]]:
 
 
 def leader_row(url: str) -> tuple[str, ...] | None:
+    if url.startswith("redis"):
+        return redis_support.leader(url, "retention")
     with sql(url) as (conn, p):
         return conn.execute(  # type: ignore[attr-defined, no-any-return]
             f"SELECT holder FROM leaders WHERE role = {p}", ("retention",)
@@ -51,6 +54,9 @@ def leader_row(url: str) -> tuple[str, ...] | None:
 
 def age(url: str, ids: Sequence[int], seconds: float) -> None:
     """Make jobs look finished `seconds` earlier than they did."""
+    if url.startswith("redis"):
+        redis_support.age_finished(url, list(ids), seconds)
+        return
     with sql(url) as (conn, p):
         if p == "?":
             conn.execute(  # type: ignore[attr-defined]

@@ -15,12 +15,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row, tuple_row
 
 from conveyor import dependencies, jsontext
-from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound, StoreUnavailable
+from conveyor.errors import ConfigurationError, StoreUnavailable
 from conveyor.fleet import LIVE_LEASES, MinuteStats, WorkerInfo
 from conveyor.jobs import (
     POLICIES,
     QUEUE_SETTINGS,
-    RETRYABLE,
     STATUSES,
     BulkFilter,
     EnqueueResult,
@@ -43,7 +42,14 @@ from conveyor.jobs import (
 from conveyor.payloads import decode
 from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
-from conveyor.stores.base import FinishListener, Notifier, Store, id_batches, prune_batches
+from conveyor.stores.base import (
+    FinishListener,
+    Notifier,
+    Store,
+    id_batches,
+    prune_batches,
+    refusal,
+)
 from conveyor.stores.postgres.connections import Connections, Cursor, first_line, split_pooler
 
 Q = sqlfile.load("conveyor.stores.postgres")
@@ -1050,19 +1056,13 @@ def _fences(refs: Iterable[LeaseRef]) -> dict[str, object]:
 
 def _explain_refusal(cur: Cursor, job_id: int, action: str) -> NoReturn:
     row = cur.execute(Q["get_job"], {"id": job_id}).fetchone()
-    if row is None:
-        raise JobNotFound(f"job {job_id} not found")
-    if action == "retry":
+    status = None if row is None else JobStatus(row["status"])
+    blocker = None
+    if action == "retry" and row is not None:
         for blocked in cur.execute(Q["retry_blocked"], {"ids": [job_id]}).fetchall():
-            raise InvalidTransition(
-                f"job {job_id} cannot be retried: its dependency {blocked['dependency']} is "
-                f"{blocked['status']}; retry that first"
-            )
-    if action == "retry" and JobStatus(row["status"]) in RETRYABLE:
-        raise InvalidTransition(
-            f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
-        )
-    raise InvalidTransition(f"job {job_id} is {row['status']}: cannot {action} it")
+            blocker = (blocked["dependency"], blocked["status"])
+            break
+    raise refusal(job_id, status, action, blocker)
 
 
 def _read_job(cur: Cursor, job_id: int) -> Job:

@@ -12,13 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Unpack, cast
 
 from conveyor import dependencies, jsontext
-from conveyor.errors import ConfigurationError, InvalidTransition, JobNotFound
+from conveyor.errors import ConfigurationError
 from conveyor.fleet import LIVE_LEASES, MinuteStats, WorkerInfo
 from conveyor.jobs import (
     CANCELLABLE,
     POLICIES,
     QUEUE_SETTINGS,
-    RETRYABLE,
     STATUSES,
     BulkFilter,
     EnqueueResult,
@@ -40,7 +39,14 @@ from conveyor.jobs import (
 from conveyor.payloads import decode
 from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores import sqlfile
-from conveyor.stores.base import FinishListener, Notifier, Store, id_batches, prune_batches
+from conveyor.stores.base import (
+    FinishListener,
+    Notifier,
+    Store,
+    id_batches,
+    prune_batches,
+    refusal,
+)
 from conveyor.stores.sqlite import clock
 from conveyor.stores.sqlite.connections import Connections
 
@@ -590,19 +596,13 @@ class SqliteStore(Store):
     @staticmethod
     def _explain_refusal(conn: sqlite3.Connection, job_id: int, action: str) -> None:
         current = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
-        if current is None:
-            raise JobNotFound(f"job {job_id} not found")
-        if action == "retry":
+        status = None if current is None else JobStatus(current["status"])
+        blocker = None
+        if action == "retry" and current is not None:
             for row in conn.execute(Q["retry_blocked"], {"ids": jsontext.dumps([job_id])}):
-                raise InvalidTransition(
-                    f"job {job_id} cannot be retried: its dependency {row['dependency']} is "
-                    f"{row['status']}; retry that first"
-                )
-        if action == "retry" and JobStatus(current["status"]) in RETRYABLE:
-            raise InvalidTransition(
-                f"job {job_id} cannot be retried: another unfinished job holds its unique_key"
-            )
-        raise InvalidTransition(f"job {job_id} is {current['status']}: cannot {action} it")
+                blocker = (row["dependency"], row["status"])
+                break
+        raise refusal(job_id, status, action, blocker)
 
     def cancel_many(
         self, ids: Sequence[int], *, status: JobStatus | None = None, now: datetime | None = None

@@ -1,0 +1,151 @@
+-- The claim: due pending jobs → processing under a fresh lease, within each queue's settings.
+-- A due job waits in its queue's priority order (`ready:<queue>`, and per concurrency_key
+-- `kready:<queue>\t<key>`); a job for later waits in `scheduled:<queue>` by run_at, and the
+-- first claim after its run_at moves it into that order. Candidates come from there only.
+-- Read a few more than a queue may start: a job a cancelled run still holds is passed over.
+local SPARE = 100
+local PROMOTE_BATCH = 1000
+
+local function promote(queue)
+  local due = redis.call('ZRANGEBYSCORE', k('scheduled', queue), '-inf', NOW,
+    'WITHSCORES', 'LIMIT', 0, PROMOTE_BATCH)
+  for j = 1, #due, 2 do
+    local id = due[j]
+    local f = redis.call('HMGET', jkey(id), 'priority', 'concurrency_key')
+    make_ready(id, queue, f[2], tonumber(f[1]), tonumber(due[j + 1]))
+    redis.call('ZREM', k('scheduled', queue), id)
+  end
+end
+
+-- A queue's settings as the claim needs them; nil while it is paused or held.
+local function open_queue(queue, limit)
+  local s = redis.call('HMGET', k('settings', queue), 'paused', 'paused_until', 'concurrency',
+    'rate_count', 'rate_period', 'key_concurrency', 'fair')
+  if s[1] == '1' or (s[2] and s[2] ~= '' and tonumber(s[2]) > NOW) then return nil end
+  local q = {name = queue, budget = limit, per_key = tonumber(s[6] or ''), fair = s[7] == '1'}
+  local conc = tonumber(s[3] or '')
+  if conc then
+    local busy = tonumber(redis.call('HGET', k('counts'), queue .. '\tprocessing') or '0')
+    q.budget = math.min(q.budget, conc - busy)
+  end
+  local rate = tonumber(s[4] or '')
+  if rate then
+    -- a sliding window: the starts of the last period, trimmed as it slides
+    q.window = tonumber(s[5]) * 1000000
+    redis.call('ZREMRANGEBYSCORE', k('window', queue), '-inf', '(' .. int(NOW - q.window + 1))
+    q.budget = math.min(q.budget, rate - redis.call('ZCARD', k('window', queue)))
+  end
+  return q
+end
+
+local function candidate(list, q, member, score, key, turn, draw)
+  list[#list + 1] = {prio = tonumber(score), member = member, queue = q, key = key,
+    turn = turn, draw = draw}
+end
+
+-- A plain queue: its first jobs in priority order.
+local function plain_candidates(list, q)
+  local top = redis.call('ZRANGE', k('ready', q.name), 0, q.budget + SPARE - 1, 'WITHSCORES')
+  for j = 1, #top, 2 do candidate(list, q, top[j], top[j + 1], nil, 0, 0) end
+end
+
+-- A keyed queue (key_concurrency or fair): the first jobs of each concurrency_key with
+-- work, as many as the key may still start. In a fair queue a job's turn is its key's
+-- running jobs plus its place among the key's candidates, and between equal turns the key
+-- served longest ago goes first, so claims rotate across keys (priority still first).
+local function keyed_candidates(list, q)
+  local keys = redis.call('HKEYS', k('rkeys', q.name))
+  q.busy = {}
+  for _, key in ipairs(keys) do
+    local busy = 0
+    if key ~= '' then busy = tonumber(redis.call('HGET', k('keybusy', q.name), key) or '0') end
+    q.busy[key] = busy
+    local room = q.budget
+    if q.per_key and key ~= '' then room = math.min(room, q.per_key - busy) end
+    if room > 0 then
+      local draw = 0
+      if q.fair then draw = tonumber(redis.call('HGET', k('served', q.name), key) or '0') end
+      local top = redis.call('ZRANGE', qkey('kready', q.name, key), 0, room + SPARE - 1,
+        'WITHSCORES')
+      for j = 1, #top, 2 do
+        local turn = 0
+        if q.fair then turn = busy + (j + 1) / 2 end
+        candidate(list, q, top[j], top[j + 1], key, turn, draw)
+      end
+    end
+  end
+end
+
+local function before(a, b)
+  if a.prio ~= b.prio then return a.prio < b.prio end
+  if a.turn ~= b.turn then return a.turn < b.turn end
+  if a.draw ~= b.draw then return a.draw < b.draw end
+  return a.member < b.member
+end
+
+local function take(id, q, key, worker, lease)
+  local j = jkey(id)
+  local f = redis.call('HMGET', j, 'queue', 'concurrency_key')
+  unpend(id, f[1], f[2])
+  set_status(id, f[1], f[2], 'pending', 'processing')
+  local attempts = redis.call('HINCRBY', j, 'attempts', 1)
+  redis.call('HSET', j, 'worker', worker, 'started_at', NOW, 'updated_at', NOW,
+    'lease', NOW + lease, 'progress', '', 'progress_message', '')
+  redis.call('ZADD', k('leases'), NOW + lease, id)
+  redis.call('RPUSH', k('starts', id), NOW)
+  redis.call('LTRIM', k('starts', id), -101, -1)
+  if q.window then redis.call('ZADD', k('window', q.name), NOW, id .. ':' .. attempts) end
+  if q.fair then redis.call('HSET', k('served', q.name), key or '', NOW) end
+end
+
+-- Whether a candidate may start now: due, no live lease (a retried job whose cancelled run
+-- may still go on), and within its queue's budget and its key's limit.
+local function startable(c, id, taken)
+  local q = c.queue
+  if (taken[q] or 0) >= q.budget then return false end
+  if q.per_key and c.key and c.key ~= '' then
+    if q.busy[c.key] + (taken[q.name .. '\t' .. c.key] or 0) >= q.per_key then return false end
+  end
+  local f = redis.call('HMGET', jkey(id), 'lease', 'run_at')
+  if f[1] and f[1] ~= '' and tonumber(f[1]) > NOW then return false end
+  return tonumber(f[2]) <= NOW
+end
+
+-- Up to `limit` jobs for `worker`, highest priority first, then oldest run_at, then id, from
+-- `queues` (empty: every queue). Returns their ids in claim order.
+local function claim_jobs(worker, limit, lease, queues)
+  if #queues == 0 then queues = redis.call('SMEMBERS', k('queues')) end
+  local list = {}
+  for _, name in ipairs(queues) do
+    local q = open_queue(name, limit)
+    if q and q.budget > 0 then
+      promote(name)
+      if q.per_key or q.fair then keyed_candidates(list, q) else plain_candidates(list, q) end
+    end
+  end
+  table.sort(list, before)
+  local claimed, taken = {}, {}
+  for _, c in ipairs(list) do
+    if #claimed >= limit then break end
+    local id = tonumber(string.sub(c.member, 18))
+    if startable(c, id, taken) then
+      take(id, c.queue, c.key, worker, lease)
+      taken[c.queue] = (taken[c.queue] or 0) + 1
+      if c.key then
+        local kk = c.queue.name .. '\t' .. c.key
+        taken[kk] = (taken[kk] or 0) + 1
+      end
+      claimed[#claimed + 1] = id
+    end
+  end
+  return claimed
+end
+
+-- A: worker, limit, lease (µs), then the queues (none: every queue).
+local function claim_from(first)
+  local queues = {}
+  for i = first + 3, #A do queues[#queues + 1] = A[i] end
+  return claim_jobs(A[first], tonumber(A[first + 1]), tonumber(A[first + 2]), queues)
+end
+
+OPS.claim = function() return claim_from(1) end
