@@ -22,7 +22,7 @@ from conveyor.app import Conveyor
 from conveyor.jobs import Job, JobStatus
 from conveyor.stores import Store, open_store
 from tests.api.servers import ThreadedApi, api_settings, make_app
-from tests.conftest import SQL_STORES
+from tests.conftest import SUITE_STORES
 from tests.support import pg
 from tests.support.factories import LEASE
 
@@ -74,7 +74,7 @@ class Dashboard:
         return self.server.url
 
 
-@pytest.fixture(scope="package", params=SQL_STORES)
+@pytest.fixture(scope="package", params=SUITE_STORES)
 def dashboard(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Dashboard]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'jobs.db'}"
