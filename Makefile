@@ -53,3 +53,4 @@ bench: $(DEV_STAMP)
 chaos: $(DEV_STAMP)
 	$(BIN)/python -m bench.chaos --store sqlite --jobs 20000
 	$(BIN)/python -m bench.chaos --store postgres --jobs 20000
+	$(BIN)/python -m bench.chaos --store redis --jobs 20000

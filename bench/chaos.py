@@ -2,12 +2,15 @@
 
     .venv/bin/python -m bench.chaos --store sqlite --jobs 20000
     .venv/bin/python -m bench.chaos --store postgres --jobs 20000     # restarts PostgreSQL twice
+    .venv/bin/python -m bench.chaos --store redis --jobs 20000        # own server, SIGKILLed twice
     .venv/bin/python -m bench.chaos --store sqlite --jobs 2000 --workflow
 
 Four worker processes (`--workers`) run the jobs of bench/chaos_app.py. Meanwhile the runner
 repeatedly SIGKILLs a random worker, or SIGTERMs one (graceful shutdown with a short
 `--shutdown-timeout`, so long jobs are handed back), and starts a replacement each time; on
-PostgreSQL it also restarts the database server `--db-restarts` times. Each execution is
+PostgreSQL it also restarts the database server `--db-restarts` times; on Redis it starts a
+redis-server of its own (append-only file, fsync on every write, a free port; tests/support/
+redis.py) and SIGKILLs and starts it again `--db-restarts` times. Each execution is
 recorded from the side (bench/chaos_app.py), and at the end the runner checks the delivery
 guarantees of docs/guarantees.md:
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import itertools
 import logging
 import os
@@ -54,7 +58,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +79,7 @@ class RestartFailed(Exception):
 
 @dataclass
 class ChaosConfig:
-    store: str  # "sqlite" or "postgres" (for the report; the URL decides)
+    store: str  # "sqlite", "postgres" or "redis" (for the report; the URL decides)
     url: str
     workdir: Path
     jobs: int = 20_000
@@ -94,6 +98,9 @@ class ChaosConfig:
     seed: int | None = None
     verbose: bool = False
     workflow: bool = False  # enqueue workflows of dependent jobs (see the module docstring)
+    # restarts the store's server, when it is the caller's own (Redis); None: the local
+    # PostgreSQL cluster behind the URL (pg_ctlcluster)
+    restart: Callable[[], None] | None = None
 
 
 @dataclass
@@ -291,7 +298,7 @@ class Chaos:
         line (SPEC §3: an unreachable store is an operator error); a supervisor (here, the
         runner) starts it again. Anything else is a problem."""
         text = w.log.read_text(errors="replace").strip()
-        one_error_line = "\n" not in text and text.startswith("error: PostgreSQL")
+        one_error_line = "\n" not in text and text.startswith(("error: PostgreSQL", "error: Redis"))
         return one_error_line and any(
             w.spawned_at <= end + 5 and time.time() >= begin for begin, end in self.restart_windows
         )
@@ -332,8 +339,19 @@ class Chaos:
 
     # -- database -------------------------------------------------------------------------
     def restart_db(self) -> None:
-        version, cluster = pg_cluster_for(self.cfg.url)
         begin = time.time()
+        if self.cfg.restart is not None:
+            self.log(f"restarting the {self.cfg.store} server")
+            self.cfg.restart()
+        else:
+            self.restart_postgres()
+        self.last_restart_end = time.time()
+        self.restart_windows.append((begin, self.last_restart_end))
+        self.report.db_restarts += 1
+        self.log(f"{self.cfg.store} back after {time.time() - begin:.1f}s")
+
+    def restart_postgres(self) -> None:
+        version, cluster = pg_cluster_for(self.cfg.url)
         self.log(f"restarting PostgreSQL {version}/{cluster}")
         done = subprocess.run(
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"],
@@ -347,10 +365,6 @@ class Chaos:
                 f"pg_ctlcluster {version} {cluster} restart exited {done.returncode}: "
                 + (done.stderr.strip() or done.stdout.strip())
             )
-        self.last_restart_end = time.time()
-        self.restart_windows.append((begin, self.last_restart_end))
-        self.report.db_restarts += 1
-        self.log(f"PostgreSQL back after {time.time() - begin:.1f}s")
 
     # -- producing --------------------------------------------------------------------------
     def job_spec(self, seq: int, first: int = 0) -> dict[str, object]:
@@ -838,13 +852,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--store", choices=["sqlite", "postgres", "redis"], default="sqlite")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=4, help="worker processes")
     parser.add_argument("--slots", type=int, default=8, help="--workers of each process")
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--interval", type=float, default=0.7, help="mean s between actions")
-    parser.add_argument("--db-restarts", type=int, default=None, help="default 2 on postgres")
+    parser.add_argument(
+        "--db-restarts", type=int, default=None, help="default 2 on postgres and redis"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="hard limit, seconds")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
@@ -857,14 +873,34 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     logging.basicConfig(handlers=[handler])
-    restarts = args.db_restarts if args.db_restarts is not None else 2 * (args.store == "postgres")
-    if restarts and args.store != "postgres":
-        parser.error("--db-restarts needs --store postgres")
+    restarts = args.db_restarts if args.db_restarts is not None else 2 * (args.store != "sqlite")
+    if restarts and args.store == "sqlite":
+        parser.error("--db-restarts needs --store postgres or redis")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="conveyor-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        restart = None
+        if args.store == "redis":
+            from tests.support.redis import RedisServer, redis_server
+
+            server: RedisServer = stack.enter_context(redis_server())
+            url = server.url
+            restart = server.restart
+        else:
+            url = fresh_url(args.store, workdir)
+        return _run_main(args, workdir, url, restarts, restart)
+
+
+def _run_main(
+    args: argparse.Namespace,
+    workdir: Path,
+    url: str,
+    restarts: int,
+    restart: Callable[[], None] | None,
+) -> int:
     cfg = ChaosConfig(
         store=args.store,
-        url=fresh_url(args.store, workdir),
+        url=url,
         workdir=workdir,
         jobs=args.jobs,
         workers=args.workers,
@@ -876,6 +912,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         verbose=args.verbose,
         workflow=args.workflow,
+        restart=restart,
     )
     report = run_chaos(cfg)
     print(report.summary(), flush=True)

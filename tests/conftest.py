@@ -13,10 +13,10 @@ from tests.support import redis as redis_support
 
 # Every store: the contract suite (tests/contract/conftest.py) runs on each.
 STORES = ["sqlite", "postgres", "redis"]
-# The stores the other suites (runtime, process, API, CLI, dashboard ...) run on. They pass
-# on Redis too (CONVEYOR_TEST_REDIS_EVERYWHERE=1), but `make test` keeps them to the SQL
-# stores for CI's time budget: the Redis store is proven there by the contract suite and
-# tests/redis_store.
+# The stores the other suites (runtime, API, CLI, dashboard ...) run on. They pass on Redis
+# too (CONVEYOR_TEST_REDIS_EVERYWHERE=1), but `make test` keeps them to the SQL stores for
+# CI's time budget: the Redis store is proven there by the contract and process suites
+# (their conftest.py take STORES), a chaos run and tests/redis_store.
 SUITE_STORES = ["sqlite", "postgres"] + (
     ["redis"] if os.environ.get("CONVEYOR_TEST_REDIS_EVERYWHERE") == "1" else []
 )

@@ -3,7 +3,14 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor import Conveyor
+from tests.conftest import STORES, clean_store_url
 from tests.support.procs import workers  # noqa: F401 - fixture
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The process suite runs on every store, Redis included (SPEC §10)."""
+    return clean_store_url(request)
 
 
 @pytest.fixture

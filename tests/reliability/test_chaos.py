@@ -1,8 +1,8 @@
 """The chaos runner (bench/chaos.py) in short: a few thousand jobs through four real worker
-processes that are SIGKILLed and SIGTERMed (and, on PostgreSQL, a database restarted twice),
-then every delivery guarantee of docs/guarantees.md checked from the side records.
+processes that are SIGKILLed and SIGTERMed (and, on PostgreSQL and Redis, the server
+restarted twice), then every delivery guarantee of docs/guarantees.md checked from the side records.
 
-The full-size run is `python -m bench.chaos --store sqlite|postgres --jobs 20000`."""
+The full-size run is `python -m bench.chaos --store sqlite|postgres|redis --jobs 20000`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from bench.chaos import Chaos, ChaosConfig, Report, Worker, run_chaos
 from conveyor import Conveyor
 from conveyor.jobs import Finish
+from tests.support.redis import redis_server
 
 JOBS = 3000
 
@@ -58,6 +59,29 @@ def test_chaos_on_postgres_survives_kills_and_two_database_restarts(pg_url, tmp_
         store="postgres", url=pg_url, workdir=tmp_path, jobs=JOBS, db_restarts=2, timeout=100
     )
     report = run_chaos(cfg)
+    print(report.summary())
+    assert report.ok, explain(report)
+    assert report.db_restarts == 2
+    assert report.lost == 0 and report.unattributed == 0 and report.overlaps == 0
+    assert report.kills >= 2 and report.terms >= 1, "the run saw real faults"
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_chaos_on_redis_survives_kills_and_two_server_crashes(tmp_path):
+    # A redis-server of the test's own (append-only file, fsync on every write), SIGKILLed
+    # and started again twice while the workers are being killed.
+    with redis_server() as server:
+        cfg = ChaosConfig(
+            store="redis",
+            url=server.url,
+            workdir=tmp_path,
+            jobs=JOBS,
+            db_restarts=2,
+            timeout=100,
+            restart=server.restart,
+        )
+        report = run_chaos(cfg)
     print(report.summary())
     assert report.ok, explain(report)
     assert report.db_restarts == 2

@@ -81,6 +81,11 @@ class RedisServer:
             self.proc.wait()
             self.proc = None
 
+    def restart(self) -> None:
+        """A crash and a come-back: SIGKILL, then the same port and append-only file."""
+        self.kill()
+        self.start()
+
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
