@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -83,11 +83,18 @@ def clean_store_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-@pytest.fixture(params=SUITE_STORES)
-def store_url(request: pytest.FixtureRequest) -> str:
-    """A migrated, empty store's URL, once per store kind (the contract suite overrides it
-    with every store, tests/contract/conftest.py)."""
-    return clean_store_url(request)
+def store_url_over(stores: list[str]) -> Callable[..., str]:
+    """A `store_url` fixture: a migrated, empty store's URL, once per store kind of
+    `stores`. A suite's conftest.py that runs on every store assigns its own (STORES)."""
+
+    @pytest.fixture(name="store_url", params=stores)
+    def store_url(request: pytest.FixtureRequest) -> str:
+        return clean_store_url(request)
+
+    return store_url
+
+
+store_url = store_url_over(SUITE_STORES)
 
 
 @pytest.fixture

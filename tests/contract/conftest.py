@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
+from tests.conftest import STORES, store_url_over
 
-from tests.conftest import STORES, clean_store_url
-
-
-@pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest) -> str:
-    """A migrated, empty store's URL, once per store kind."""
-    return clean_store_url(request)
+store_url = store_url_over(STORES)

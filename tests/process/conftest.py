@@ -3,14 +3,11 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor import Conveyor
-from tests.conftest import STORES, clean_store_url
+from tests.conftest import STORES, store_url_over
 from tests.support.procs import workers  # noqa: F401 - fixture
 
-
-@pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest) -> str:
-    """The process suite runs on every store, Redis included (SPEC §10)."""
-    return clean_store_url(request)
+# The process suite runs on every store, Redis included (SPEC §10).
+store_url = store_url_over(STORES)
 
 
 @pytest.fixture

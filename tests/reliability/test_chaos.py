@@ -27,6 +27,15 @@ def explain(report: Report) -> str:
     return "\n".join([report.summary(), *report.problems])
 
 
+def assert_survived(report: Report, restarts: int) -> None:
+    """Every guarantee held through real faults: kills, SIGTERMs and `restarts` restarts."""
+    print(report.summary())
+    assert report.ok, explain(report)
+    assert report.db_restarts == restarts
+    assert report.lost == 0 and report.unattributed == 0 and report.overlaps == 0
+    assert report.kills >= 2 and report.terms >= 1, "the run saw real faults"
+
+
 @pytest.mark.slow
 @pytest.mark.process
 def test_chaos_on_sqlite_loses_nothing_and_every_duplicate_follows_a_kill(sqlite_url, tmp_path):
@@ -41,10 +50,7 @@ def test_chaos_on_sqlite_loses_nothing_and_every_duplicate_follows_a_kill(sqlite
         min_kill_age=0.5,
     )
     report = run_chaos(cfg)
-    print(report.summary())
-    assert report.ok, explain(report)
-    assert report.lost == 0 and report.unattributed == 0 and report.overlaps == 0
-    assert report.kills >= 2 and report.terms >= 1, "the run saw real faults"
+    assert_survived(report, restarts=0)
 
 
 @pytest.mark.slow
@@ -52,18 +58,14 @@ def test_chaos_on_sqlite_loses_nothing_and_every_duplicate_follows_a_kill(sqlite
 @pytest.mark.postgres
 @pytest.mark.exclusive  # restarts the machine's PostgreSQL: no other test may run meanwhile
 def test_chaos_on_postgres_survives_kills_and_two_database_restarts(pg_url, tmp_path):
-    # Restarts the PostgreSQL cluster behind pg_url: self-contained, the suite runs serially.
+    # Restarts the PostgreSQL cluster behind pg_url: `exclusive`, so it runs alone.
     if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None:
         pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster (a local cluster)")
     cfg = ChaosConfig(
         store="postgres", url=pg_url, workdir=tmp_path, jobs=JOBS, db_restarts=2, timeout=100
     )
     report = run_chaos(cfg)
-    print(report.summary())
-    assert report.ok, explain(report)
-    assert report.db_restarts == 2
-    assert report.lost == 0 and report.unattributed == 0 and report.overlaps == 0
-    assert report.kills >= 2 and report.terms >= 1, "the run saw real faults"
+    assert_survived(report, restarts=2)
 
 
 @pytest.mark.slow
@@ -82,11 +84,7 @@ def test_chaos_on_redis_survives_kills_and_two_server_crashes(tmp_path):
             restart=server.restart,
         )
         report = run_chaos(cfg)
-    print(report.summary())
-    assert report.ok, explain(report)
-    assert report.db_restarts == 2
-    assert report.lost == 0 and report.unattributed == 0 and report.overlaps == 0
-    assert report.kills >= 2 and report.terms >= 1, "the run saw real faults"
+    assert_survived(report, restarts=2)
 
 
 class _Stub:
