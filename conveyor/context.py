@@ -21,6 +21,10 @@ class JobContext:
     """What a running task knows about its job. One per run; safe to read from the task's
     thread while the worker updates it from its event loop."""
 
+    # guards each context's pending progress report; one for all, as reports are rare and a
+    # lock per run costs the worker more than the rest of the context
+    _lock = threading.Lock()
+
     def __init__(
         self,
         job: Job,
@@ -33,7 +37,6 @@ class JobContext:
         # a plain flag: set once by the worker, read by the task's thread (an Event per job
         # cost the worker more than the rest of the context)
         self._cancelled = False
-        self._lock = threading.Lock()
         self._progress: tuple[float, str | None] | None = None
 
     @property

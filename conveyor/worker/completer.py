@@ -42,7 +42,7 @@ class Completer:
         store: Store,
         calls: StoreCalls,
         metrics: Metrics,
-        on_written: Callable[[LeaseRef], None],
+        on_written: Callable[[list[LeaseRef]], None],
     ) -> None:
         self._store = store
         self._calls = calls
@@ -74,7 +74,7 @@ class Completer:
         for done in batch:
             if done.finish.outcome:  # the end of a cancelled run is no outcome to report
                 self._report(done, applied.get(done.job.id))
-            self._on_written(done.finish.ref)
+        self._on_written([done.finish.ref for done in batch])
         if not self._queue:
             self._idle.set()
 

@@ -56,10 +56,9 @@ class Executor:
             max_workers=max(1, self._threads), thread_name_prefix="conveyor-task"
         )
 
-    async def run(self, job: Job) -> Finish:
-        """Run `job` in the current context (the job's asyncio task, where the pool bound
-        its JobContext); raises only CancelledError."""
-        ref = job.lease_ref()
+    async def run(self, job: Job, ref: LeaseRef) -> Finish:
+        """Run `job`, claimed under `ref`, in the current context (the job's asyncio task,
+        where the pool bound its JobContext); raises only CancelledError."""
         task = self.app.tasks.get(job.type)
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"

@@ -43,7 +43,7 @@ class Fetcher:
         notifier: Notifier,
         completer: Completer,
         slots: Slots,
-        start: Callable[[Job, float], None],
+        start: Callable[[list[Job], float], None],
         worker_id: str,
         queues: list[str] | None,
         fetch_limit: int,
@@ -92,9 +92,9 @@ class Fetcher:
                 continue
             backoff = BACKOFF_MIN_S
             self._completer.report(finished, applied)
-            for job in jobs:
-                # the lease certainly holds until `lease` after the claim was sent
-                self._start(job, asked + self._lease)
+            if jobs:
+                # the leases certainly hold until `lease` after the claim was sent
+                self._start(jobs, asked + self._lease)
             if len(jobs) < limit and not self._stopping.is_set():
                 # Nothing more is due: sleep until an enqueue wakes us, or the poll interval.
                 await self._notifier.wait(self._fetch_interval)

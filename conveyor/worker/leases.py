@@ -73,15 +73,24 @@ class Leases:
 
     # -- called from the event loop (or, for progress and hints, any thread) -------------
     def hold(self, ref: LeaseRef, until: float, context: JobContext | None = None) -> None:
+        self.hold_all([(ref, context)], until)
+
+    def hold_all(self, runs: list[tuple[LeaseRef, JobContext | None]], until: float) -> None:
+        """Renew these claims (a fetch's worth, under one lock) until dropped."""
         with self._lock:
-            self._held[ref.job_id] = _Held(ref, until, context)
+            for ref, context in runs:
+                self._held[ref.job_id] = _Held(ref, until, context)
 
     def drop(self, ref: LeaseRef) -> None:
         """Stop renewing this claim (not a later claim of the same job)."""
+        self.drop_all([ref])
+
+    def drop_all(self, refs: list[LeaseRef]) -> None:
         with self._lock:
-            held = self._held.get(ref.job_id)
-            if held is not None and held.ref == ref:
-                del self._held[ref.job_id]
+            for ref in refs:
+                held = self._held.get(ref.job_id)
+                if held is not None and held.ref == ref:
+                    del self._held[ref.job_id]
 
     def held_until(self, job_id: int) -> float | None:
         with self._lock:

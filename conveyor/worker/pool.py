@@ -289,26 +289,34 @@ class WorkerPool:
         self._slot_freed.set()
 
     # -- running a job ----------------------------------------------------------------------
-    def _start(self, job: Job, held_until: float) -> None:
-        slot = self._free_slots.pop()
-        ctx = JobContext(job, self._leases.progressed, self.store.dependency_jobs)
-        self._leases.hold(job.lease_ref(), held_until, ctx)
+    def _start(self, jobs: list[Job], held_until: float) -> None:
+        """Run each claimed job in a slot of its own; their leases certainly hold until
+        `held_until` (monotonic)."""
+        progressed, dependencies = self._leases.progressed, self.store.dependency_jobs
+        runs = [(job, job.lease_ref(), JobContext(job, progressed, dependencies)) for job in jobs]
+        self._leases.hold_all([(ref, ctx) for _, ref, ctx in runs], held_until)
         spans = tracing.spans()
-        run = (
-            self._run(job, slot, ctx, None)
-            if spans is None
-            else self._traced(job, slot, ctx, spans)
-        )
-        task = asyncio.create_task(run, name=f"conveyor-job-{job.id}")
-        self._running[job.id] = _Running(job, slot, task, ctx)
+        for job, ref, ctx in runs:
+            slot = self._free_slots.pop()
+            run = (
+                self._run(job, ref, slot, ctx, None)
+                if spans is None
+                else self._traced(job, ref, slot, ctx, spans)
+            )
+            task = asyncio.create_task(run, name=f"conveyor-job-{job.id}")
+            self._running[job.id] = _Running(job, slot, task, ctx)
         self.metrics.slots_busy = len(self._running)
 
-    async def _traced(self, job: Job, slot: str, ctx: JobContext, spans: Spans) -> None:
+    async def _traced(
+        self, job: Job, ref: LeaseRef, slot: str, ctx: JobContext, spans: Spans
+    ) -> None:
         # the run's span is current in the task's code and on the run's log lines
         with spans.execution(job) as span:
-            await self._run(job, slot, ctx, span)
+            await self._run(job, ref, slot, ctx, span)
 
-    async def _run(self, job: Job, slot: str, ctx: JobContext, span: Execution | None) -> None:
+    async def _run(
+        self, job: Job, ref: LeaseRef, slot: str, ctx: JobContext, span: Execution | None
+    ) -> None:
         started = time.monotonic()
         wait = max(0.0, (utcnow() - job.run_at).total_seconds())
         if log.isEnabledFor(logging.INFO):  # the fields cost more than a no-op job itself
@@ -324,7 +332,7 @@ class WorkerPool:
             )
         context.bind(ctx)  # this task's own context: current_job() in the task's code
         try:
-            finish = await self._executor.run(job)
+            finish = await self._executor.run(job, ref)
         except asyncio.CancelledError:
             running = self._running.get(job.id)
             reason = None if running is None else running.stopping
@@ -408,11 +416,13 @@ class WorkerPool:
             if len(self._free_slots) == 1:
                 self._notifier.wake_local()  # a slot opened: look for work now
 
-    def _written(self, ref: LeaseRef) -> None:
-        """The run's last write is stored: its lease is no longer ours to renew."""
-        self._leases.drop(ref)
-        if self._lingering.get(ref.job_id) == ref:
-            del self._lingering[ref.job_id]
+    def _written(self, refs: list[LeaseRef]) -> None:
+        """These runs' last writes are stored: their leases are no longer ours to renew."""
+        self._leases.drop_all(refs)
+        if self._lingering:
+            for ref in refs:
+                if self._lingering.get(ref.job_id) == ref:
+                    del self._lingering[ref.job_id]
 
     def _wake_at(self, delay: float) -> None:
         if self._loop is not None:
