@@ -92,7 +92,7 @@ class Completer:
                 continue
             batch = self.take()
             try:
-                applied = await self._calls(self._store.finish_many, [d.finish for d in batch])
+                applied = await self._calls.hot(self._store.finish_many, [d.finish for d in batch])
             except Exception as exc:
                 # Keep the outcomes and try again; if the store stays away, the leases run out
                 # and the jobs are recovered and run again elsewhere (at-least-once).

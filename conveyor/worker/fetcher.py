@@ -76,7 +76,7 @@ class Fetcher:
             finished = self._completer.take()
             asked = time.monotonic()
             try:
-                applied, jobs = await self._calls(
+                applied, jobs = await self._calls.hot(
                     self._store.finish_and_claim,
                     [d.finish for d in finished],
                     worker=self._worker_id,

@@ -119,7 +119,7 @@ class WorkerPool:
         self.metrics.slots_total = config.concurrency
         self.worker_id = worker_id or new_worker_id()
         self.store = app.store
-        self._calls = StoreCalls()
+        self._calls = StoreCalls(serial_writes=self.store.serial_writes)
         self._executor = Executor(app, threads=config.concurrency, isolation=config.isolation)
         self._notifier = self.store.notifier()
         self._running: dict[int, _Running] = {}

@@ -18,12 +18,28 @@ STORE_THREADS = 3
 
 
 class StoreCalls:
-    def __init__(self, threads: int = STORE_THREADS) -> None:
+    def __init__(self, threads: int = STORE_THREADS, *, serial_writes: bool = False) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="conveyor-store")
+        # A store whose writes run one at a time anyway (Store.serial_writes) gets the
+        # worker's claims and outcomes on one thread of their own: a SQLite connection's
+        # page cache is dropped whenever another connection wrote, so claims spread over
+        # the pool's threads would each start cold.
+        self._hot = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-store-hot")
+            if serial_writes
+            else self._pool
+        )
 
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
+    async def hot(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A claim or an outcome: the worker's steady stream of writes."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hot, functools.partial(fn, *args, **kwargs))
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._hot is not self._pool:
+            self._hot.shutdown(wait=True)

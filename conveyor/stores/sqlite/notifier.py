@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 # SPEC: an idle worker starts a job enqueued by another process within 50 ms; a poll costs
 # microseconds, so poll often and keep the start latency near the claim time.
 POLL_INTERVAL_S = 0.002
+# While no fetcher waits for work (it is claiming, or its slots are full) a wake-up has
+# nobody to wake: look less often, enough for the cancel signal and a fetcher turning idle.
+BUSY_POLL_INTERVAL_S = 0.02
 # While the database cannot be opened, reconnect at most this often (not every 2 ms).
 RETRY_MAX_S = 0.5
-# Every this many polls (half a second), a stat: is the file still the one first opened?
-IDENTITY_EVERY = 250
+# At most this often, a stat: is the file still the one first opened?
+IDENTITY_EVERY_S = 0.5
 # Conveyor.wait answers within 100 ms of a finish: a look every 5 ms, taken only while some
 # thread of the process waits (the waiters' thread sleeps otherwise).
 WAIT_POLL_INTERVAL_S = 0.005
@@ -42,18 +45,19 @@ class DataVersionPoll:
         self.conn: sqlite3.Connection | None = None
         self._last: int | None = None
         self._failed = False
-        self._looks = 0
+        self._identity_at = time.monotonic()
 
     def changed(self) -> bool | None:
         """One look. True when another connection committed since the previous look, and
         at the first good look after a failed one (commits made meanwhile went unseen, and
         a new connection counts data_version afresh); False when not, and at the very first
         look; None when the file cannot be read now (the connection is dropped: look again
-        later, less often). Every IDENTITY_EVERY looks it checks that the file is still the
-        one first opened: StoreFileReplaced, for good, when not."""
-        self._looks += 1
+        later, less often). Every IDENTITY_EVERY_S it checks that the file is still the one
+        first opened: StoreFileReplaced, for good, when not."""
         try:
-            if self._looks % IDENTITY_EVERY == 0:
+            now = time.monotonic()
+            if now - self._identity_at >= IDENTITY_EVERY_S:
+                self._identity_at = now
                 self._store.check_identity()
             if self.conn is None:
                 self.conn = self._store.connect()
@@ -102,7 +106,12 @@ class SqliteNotifier(Notifier):
         read_at = 0.0
         pause = POLL_INTERVAL_S
         try:
-            while not self._stopping.wait(pause):
+            while True:
+                # a plain sleep: an Event.wait with a timeout costs the process twice its CPU
+                # at 500 looks a second, and `stop` can wait a poll period
+                time.sleep(pause)
+                if self._stopping.is_set():
+                    break
                 try:
                     changed = files.changed()
                 except StoreFileReplaced:
@@ -114,7 +123,7 @@ class SqliteNotifier(Notifier):
                     pause = min(pause * 2, RETRY_MAX_S)
                     continue
                 # back after a failure, changed is True: look for work once
-                pause = POLL_INTERVAL_S
+                pause = POLL_INTERVAL_S if self.waited_on else BUSY_POLL_INTERVAL_S
                 conn = files.conn
                 assert conn is not None
                 if changed:

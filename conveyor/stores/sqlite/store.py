@@ -196,6 +196,10 @@ class SqliteStore(Store):
     """One file, many processes. Each thread gets its own connection (sqlite3 objects are
     not shared across threads); every write is one short BEGIN IMMEDIATE transaction."""
 
+    # and, within a process, one at a time (Connections.write_lock): a worker's claims and
+    # outcomes come from one thread, whose connection's page cache stays warm between them
+    serial_writes = True
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         # Connections, the write lock and file trouble: connections.py.
