@@ -162,7 +162,7 @@ POOLED_VALUES: dict[str, dict[str, object]] = {
 
 
 # Through a pooler these are calls of their functions (migration 0016), the rest statements.
-FUNCTIONS = ("claim", "finish_and_claim", "heartbeat")
+FUNCTIONS = ("claim", "finish_and_claim", "finish_many", "heartbeat")
 
 
 def test_through_a_pooler_runtime_statements_keep_their_plans(table):
@@ -227,7 +227,7 @@ def test_through_a_pooler_runtime_functions_keep_the_generic_plans(table):
     walk = r"Limit.*\n.*LockRows.*\n(.*Anti Join.*\n)?.*Index Scan using jobs_pending on jobs"
     for name in ("claim", "finish_and_claim"):
         assert re.search(walk, plans[name]) and "Sort" not in plans[name], (name, plans[name])
-    for name in ("finish_and_claim", "heartbeat"):
+    for name in ("finish_and_claim", "finish_many", "heartbeat"):
         assert "jobs_processing" not in plans[name], (name, plans[name])
         assert "Index Scan using jobs_pkey on jobs" in plans[name], (name, plans[name])
 

@@ -13,15 +13,15 @@ import pytest
 
 from conveyor.jobs import Finish, JobStatus, LeaseRef
 from conveyor.stores.postgres.store import GENERIC_PLANS, PostgresStore, Q
-from tests.support.factories import add
+from tests.support.factories import add, claim_one
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.postgres
 
-FUNCTIONS = ("claim", "finish_and_claim", "heartbeat", "enqueue")
+FUNCTIONS = ("claim", "finish_and_claim", "finish_many", "heartbeat", "enqueue")
 # the functions whose SET clauses give them the runtime sessions' settings (enqueue is the
 # client's, planned as usual)
-RUNTIME = ("claim", "finish_and_claim", "heartbeat")
+RUNTIME = ("claim", "finish_and_claim", "finish_many", "heartbeat")
 LEASE = timedelta(seconds=30)
 
 
@@ -94,10 +94,14 @@ def test_a_pooled_store_runs_the_hot_statements_as_function_calls(pg_url, admin)
             lease=LEASE,
         )
         assert (applied, none) == ({first.id: JobStatus.DONE}, [])
+        add(store, payload={"n": 3})
+        third = claim_one(store, worker="w")
+        failed = Finish.failed(LeaseRef(third.id, "w", 1), "boom")
+        assert store.finish_many([failed]) == {third.id: JobStatus.FAILED}
     finally:
         store.close()  # the sessions' function statistics are written as they end
         admin.execute(f"ALTER DATABASE {admin.info.dbname} RESET track_functions")
-    expected = {"enqueue": 2, "claim": 1, "heartbeat": 1, "finish_and_claim": 2}
+    expected = {"enqueue": 3, "claim": 2, "heartbeat": 1, "finish_and_claim": 2, "finish_many": 1}
     wait_until(
         lambda: _called(admin) == expected,
         message=f"function statistics of the closed sessions: {expected}",

@@ -1392,6 +1392,11 @@ FROM conveyor_finish_and_claim(%(outcomes)s::json, %(ids)s::bigint[], %(wake)s::
                                %(worker)s::text, %(now)s::timestamptz, %(lease)s::interval,
                                %(limit)s::bigint) AS f
 
+-- name: call_finish_many
+SELECT id, status, applies, told
+FROM conveyor_finish_many(%(outcomes)s::json, %(ids)s::bigint[], %(wake)s::text[],
+                          %(now)s::timestamptz)
+
 -- name: call_heartbeat
 SELECT id, status
 FROM conveyor_heartbeat(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[],

@@ -494,7 +494,12 @@ class PostgresStore(Store):
             return {}
         # nothing here claims the slots it frees in limited queues: wake the fleet to them
         wake = self._queue_rules()[1]
-        return self._run_runtime(lambda cur: _finish(cur, finishes, now, wake))
+        params = {**_outcomes(finishes), "now": _ts(now), "wake": list(wake)}
+        if self.pooled:
+            return _applied(self._run_call(Q["call_finish_many"], params))
+        return _applied(
+            self._run_runtime(lambda cur: cur.execute(Q["finish_many"], params).fetchall())
+        )
 
     def release(
         self,
@@ -862,11 +867,8 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> list[Job]:
     return jobs
 
 
-def _finish(
-    cur: Cursor, finishes: Sequence[Finish], now: datetime | None, wake: Sequence[str]
-) -> dict[int, JobStatus]:
-    params = {**_outcomes(finishes), "now": _ts(now), "wake": list(wake)}
-    rows = cur.execute(Q["finish_many"], params).fetchall()
+def _applied(rows: Sequence[Mapping[str, Any]]) -> dict[int, JobStatus]:
+    """finish_many's rows: the new status of each job whose outcome applied."""
     return {row["id"]: JobStatus(row["status"]) for row in rows if row["applies"]}
 
 
