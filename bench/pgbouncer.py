@@ -9,6 +9,7 @@ drain rate with 2 worker processes and enqueue-to-start latency with idle worker
 
     .venv/bin/python -m bench.pgbouncer --drain-n 20000
     .venv/bin/python -m bench.pgbouncer --paired 1000   # latency only, see `paired_latency`
+    .venv/bin/python -m bench.pgbouncer --paired 1000 --against declared   # no pooler's hop
 
 Needs Debian's pgbouncer (run as root, it is started with -u postgres).
 """
@@ -60,20 +61,24 @@ def run_mode(
     return rate, p50, p99
 
 
-def paired_latency(bouncer: Bouncer, tmp: Path, n: int, slots: int) -> None:
-    """Start latency direct and through PgBouncer + LISTEN_DATABASE_URL at the same time: two
-    databases, two idle workers each, one job enqueued into each in turn every 20 ms, so
-    that both see the same load of a noisy machine. Prints p50 and p99 of each."""
+def paired_latency(bouncer: Bouncer, tmp: Path, n: int, slots: int, against: str) -> None:
+    """Start latency direct and through PgBouncer + LISTEN_DATABASE_URL (`against`
+    "pgbouncer"; "declared": the pooled statement path straight to the server, i.e. without
+    the pooler's hops) at the same time: two databases, two idle workers each, one job
+    enqueued into each in turn every 20 ms, so that both see the same load of a noisy
+    machine. Prints p50 and p99 of each."""
     direct = fresh_url("postgres", tmp, SCRATCH)
     other = fresh_url("postgres", tmp, SCRATCH + "_pooled")
+    pooled, name = (
+        (bouncer.url(other), "PgBouncer + LISTEN_DATABASE_URL")
+        if against == "pgbouncer"
+        else (other + "?pooler=transaction", "declared pooled, no pooler")
+    )
     os.environ.pop("LISTEN_DATABASE_URL", None)
     procs = start_workers(direct, 2, slots)
     os.environ["LISTEN_DATABASE_URL"] = other
-    procs += start_workers(bouncer.url(other), 2, slots)
-    apps = {
-        "direct": Conveyor(direct),
-        "PgBouncer + LISTEN_DATABASE_URL": Conveyor(bouncer.url(other), listen_database_url=other),
-    }
+    procs += start_workers(pooled, 2, slots)
+    apps = {"direct": Conveyor(direct), name: Conveyor(pooled, listen_database_url=other)}
     sent: dict[str, list[tuple[int, float]]] = {name: [] for name in apps}
     try:
         for app in apps.values():  # both pools running before timing starts
@@ -108,10 +113,13 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="every mode once per round")
     parser.add_argument("--paired", type=int, default=0, help="only paired_latency, N jobs")
+    parser.add_argument(
+        "--against", choices=["pgbouncer", "declared"], default="pgbouncer", help="--paired's"
+    )
     args = parser.parse_args()
     if args.paired:
         with tempfile.TemporaryDirectory() as tmpdir, running_pgbouncer() as bouncer:
-            paired_latency(bouncer, Path(tmpdir), args.paired, args.slots)
+            paired_latency(bouncer, Path(tmpdir), args.paired, args.slots, args.against)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir, running_pgbouncer() as bouncer:

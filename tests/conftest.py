@@ -80,6 +80,8 @@ def clean_store_url(request: pytest.FixtureRequest) -> str:
         return url
     if request.param == "redis":
         return str(request.getfixturevalue("redis_url"))
+    if request.param == "postgres-pooled":  # as through a transaction-mode pooler (SPEC §10)
+        return str(request.getfixturevalue("pg_url")) + "?pooler=transaction"
     return str(request.getfixturevalue("pg_url"))
 
 

@@ -161,6 +161,10 @@ POOLED_VALUES: dict[str, dict[str, object]] = {
 }
 
 
+# Through a pooler these are calls of their functions (migration 0016), the rest statements.
+FUNCTIONS = ("claim", "finish_and_claim", "finish_many", "heartbeat")
+
+
 def test_through_a_pooler_runtime_statements_keep_their_plans(table):
     # Through a transaction-mode pooler nothing is prepared: each call is planned with its
     # values, after the SET LOCAL the runtime's connections send with every statement. The
@@ -188,6 +192,42 @@ def test_through_a_pooler_runtime_statements_keep_their_plans(table):
     for name in ("claim", "finish_and_claim"):
         assert re.search(walk, plans[name]) and "Sort" not in plans[name], (name, plans[name])
     for name in ("finish_and_claim", "finish_many", "heartbeat", "release"):
+        assert "jobs_processing" not in plans[name], (name, plans[name])
+        assert "Index Scan using jobs_pkey on jobs" in plans[name], (name, plans[name])
+
+
+def plan_inside(url: str, name: str, values: dict[str, object]) -> str:
+    """The plan of the statement inside function `name` on its second call in a session
+    (the plan that session kept), as auto_explain logs it; called as a pooled store calls it:
+    on a connection with no session settings, preparing nothing."""
+    notices: list[str] = []
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET auto_explain.log_level = notice")
+        for _ in range(2):
+            conn.execute(Q["call_" + name], values).fetchall()
+    # not the call itself, nor the statements of the count triggers (on new_jobs)
+    inside = [text for text in notices if "FROM conveyor_" not in text and "new_jobs" not in text]
+    assert len(inside) == 2, notices
+    return inside[-1]
+
+
+def test_through_a_pooler_runtime_functions_keep_the_generic_plans(table):
+    # The functions' SET clauses give their statements the runtime sessions' settings for the
+    # call: a generic plan from the first call, kept by the server session, with the same
+    # guarantees as the prepared statements' above.
+    url = f"{pg.base_url()}/{table.info.dbname}"
+    plans = {name: plan_inside(url, name, POOLED_VALUES[name]) for name in FUNCTIONS}
+    for name, plan in plans.items():
+        assert "Seq Scan on jobs" not in plan, (name, plan)
+        assert "JIT" not in plan, (name, plan)
+    walk = r"Limit.*\n.*LockRows.*\n(.*Anti Join.*\n)?.*Index Scan using jobs_pending on jobs"
+    for name in ("claim", "finish_and_claim"):
+        assert re.search(walk, plans[name]) and "Sort" not in plans[name], (name, plans[name])
+    for name in ("finish_and_claim", "finish_many", "heartbeat"):
         assert "jobs_processing" not in plans[name], (name, plans[name])
         assert "Index Scan using jobs_pkey on jobs" in plans[name], (name, plans[name])
 

@@ -113,8 +113,8 @@ class Connections:
         self._pooled = pooled
         self._local_settings = tuple(local_settings)
 
-    def _cursor(self, conn: psycopg.Connection[Any]) -> Cursor:
-        if not self._local_settings:
+    def _cursor(self, conn: psycopg.Connection[Any], settings: bool) -> Cursor:
+        if not (settings and self._local_settings):
             return conn.cursor(row_factory=dict_row)
         return LocalSettingsCursor(conn, self._local_settings)
 
@@ -125,10 +125,12 @@ class Connections:
             reason += " (a transaction-mode pooler? end the URL with ?pooler=transaction)"
         return StoreUnavailable(f"PostgreSQL at {self._where}: {reason}")
 
-    def run(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
+    def run(self, work: Callable[[Cursor], T], *, atomic: bool = False, settings: bool = True) -> T:
         """Run `work` on a pooled connection. Connections are in autocommit: a single
         statement is its own transaction, one round trip with no BEGIN/COMMIT around it;
         `atomic=True` wraps `work` in one transaction for multi-statement work.
+        `settings=False`: statements go without the `local_settings` (calls of functions
+        that set their own).
 
         A connection that died while idle in the pool (database restart, terminated
         backend) fails on first use; that transaction certainly did not commit, so the
@@ -140,7 +142,7 @@ class Connections:
             pool = self._pool or self._open()
             held: psycopg.Connection[Any] | None = None
             try:
-                with pool.connection() as conn, self._cursor(conn) as cur:
+                with pool.connection() as conn, self._cursor(conn, settings) as cur:
                     held = conn
                     if atomic:
                         with conn.transaction():

@@ -38,9 +38,9 @@ WITH inserted AS (
     DO NOTHING
     RETURNING id, queue, run_at, created_at
 )
-SELECT inserted.id, inserted.run_at, inserted.created_at,
-       pg_notify('conveyor_jobs', inserted.queue) AS woke
+SELECT inserted.id, inserted.run_at, inserted.created_at
 FROM inserted
+CROSS JOIN LATERAL pg_notify('conveyor_jobs', inserted.queue) AS woke
 
 -- name: enqueue_many_unkeyed
 -- The common batch: no row carries a unique_key, so no row can conflict and the insert
@@ -1378,3 +1378,33 @@ FROM gone
 GROUP BY queue, status
 ORDER BY queue, status
 ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n
+
+-- name: call_claim
+-- Through a transaction-mode pooler, the hot statements are calls of their functions
+-- (migration 0016_runtime_functions): each server session keeps the plan of the statement
+-- inside, where a statement sent as it is would be planned on every call.
+SELECT * FROM conveyor_claim(%(worker)s::text, %(now)s::timestamptz, %(lease)s::interval,
+                             %(limit)s::bigint)
+
+-- name: call_finish_and_claim
+SELECT f.finished, f.told, (f.job).*
+FROM conveyor_finish_and_claim(%(outcomes)s::json, %(ids)s::bigint[], %(wake)s::text[],
+                               %(worker)s::text, %(now)s::timestamptz, %(lease)s::interval,
+                               %(limit)s::bigint) AS f
+
+-- name: call_finish_many
+SELECT id, status, applies, told
+FROM conveyor_finish_many(%(outcomes)s::json, %(ids)s::bigint[], %(wake)s::text[],
+                          %(now)s::timestamptz)
+
+-- name: call_heartbeat
+SELECT id, status
+FROM conveyor_heartbeat(%(ids)s::bigint[], %(workers)s::text[], %(attempts)s::integer[],
+                        %(now)s::timestamptz, %(lease)s::interval)
+
+-- name: call_enqueue
+SELECT id, run_at, created_at
+FROM conveyor_enqueue(%(type)s::text, %(queue)s::text, %(payload)s::jsonb,
+                      %(priority)s::smallint, %(max_attempts)s::integer,
+                      %(run_at)s::timestamptz, %(unique_key)s::text,
+                      %(concurrency_key)s::text, %(trace_context)s::text)

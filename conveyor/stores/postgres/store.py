@@ -288,6 +288,11 @@ class PostgresStore(Store):
     def _run_runtime(self, work: Callable[[Cursor], T], *, atomic: bool = False) -> T:
         return self._runtime.run(work, atomic=atomic)
 
+    def _run_call(self, query: str, params: Mapping[str, object]) -> list[dict[str, Any]]:
+        """A runtime statement of migration 0016 through a pooler: a call of its function,
+        which brings its settings and its plan (see the migration)."""
+        return self._runtime.run(lambda cur: cur.execute(query, params).fetchall(), settings=False)
+
     def _queue_rules(self) -> tuple[bool, list[str]]:
         """Whether any queue has settings that change claims, and which queues have limits
         (their claims take a lock); read again when older than RULES_TTL_S."""
@@ -318,6 +323,8 @@ class PostgresStore(Store):
             params.update(_outcomes(finishes), wake=[])
         if not restricted:
             name = "finish_and_claim" if finishes else "claim"
+            if self.pooled and not queues:
+                return self._run_call(Q["call_" + name], params)
             query = Q[name + "_from_queues" if queues else name]
             run = self._run if queues else self._run_runtime
             return run(lambda cur: cur.execute(query, params).fetchall())
@@ -397,7 +404,10 @@ class PostgresStore(Store):
     # -- producers -----------------------------------------------------------------------
     def enqueue(self, job: NewJob, *, connection: object | None = None) -> EnqueueResult:
         if connection is None:
-            return self._run(lambda cur: _insert(cur, job), atomic=bool(job.depends_on))
+            statement = Q["call_enqueue" if self.pooled else "enqueue"]
+            return self._run(
+                lambda cur: _insert(cur, job, statement=statement), atomic=bool(job.depends_on)
+            )
         if not isinstance(connection, psycopg.Connection):
             raise TypeError(
                 "connection must be a psycopg (3) Connection for a PostgreSQL store, "
@@ -459,7 +469,10 @@ class PostgresStore(Store):
         if not refs:
             return Renewal()
         params = {**_fences(refs), "lease": lease, "now": _ts(now)}
-        rows = self._run_runtime(lambda cur: cur.execute(Q["heartbeat"], params).fetchall())
+        if self.pooled:
+            rows = self._run_call(Q["call_heartbeat"], params)
+        else:
+            rows = self._run_runtime(lambda cur: cur.execute(Q["heartbeat"], params).fetchall())
         reports = [ref for ref in refs if progress and ref.job_id in progress]
         if reports:
             assert progress is not None
@@ -481,7 +494,12 @@ class PostgresStore(Store):
             return {}
         # nothing here claims the slots it frees in limited queues: wake the fleet to them
         wake = self._queue_rules()[1]
-        return self._run_runtime(lambda cur: _finish(cur, finishes, now, wake))
+        params = {**_outcomes(finishes), "now": _ts(now), "wake": list(wake)}
+        if self.pooled:
+            return _applied(self._run_call(Q["call_finish_many"], params))
+        return _applied(
+            self._run_runtime(lambda cur: cur.execute(Q["finish_many"], params).fetchall())
+        )
 
     def release(
         self,
@@ -849,11 +867,8 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> list[Job]:
     return jobs
 
 
-def _finish(
-    cur: Cursor, finishes: Sequence[Finish], now: datetime | None, wake: Sequence[str]
-) -> dict[int, JobStatus]:
-    params = {**_outcomes(finishes), "now": _ts(now), "wake": list(wake)}
-    rows = cur.execute(Q["finish_many"], params).fetchall()
+def _applied(rows: Sequence[Mapping[str, Any]]) -> dict[int, JobStatus]:
+    """finish_many's rows: the new status of each job whose outcome applied."""
     return {row["id"]: JobStatus(row["status"]) for row in rows if row["applies"]}
 
 
@@ -885,9 +900,16 @@ def _iso(value: datetime | None) -> str | None:
     return None if checked is None else checked.isoformat()
 
 
-def _insert(cur: Cursor, job: NewJob, depends_on: list[int] | None = None) -> EnqueueResult:
+def _insert(
+    cur: Cursor,
+    job: NewJob,
+    depends_on: list[int] | None = None,
+    *,
+    statement: str = Q["enqueue"],
+) -> EnqueueResult:
     """Insert one job, or find the unfinished job holding its unique_key. `depends_on`: the
-    job's dependencies with its batch's "@i" resolved (its own depends_on by default)."""
+    job's dependencies with its batch's "@i" resolved (its own depends_on by default);
+    `statement`: enqueue, or its function's call (call_enqueue) through a pooler."""
     if depends_on is None:
         depends_on = list(job.depends_on)
     if depends_on:
@@ -906,7 +928,7 @@ def _insert(cur: Cursor, job: NewJob, depends_on: list[int] | None = None) -> En
     # Unlike SQLite's single writer, the holder may finish between our insert and our read
     # (a committed DONE frees the key): then insert again.
     for _ in range(3):
-        row = cur.execute(Q["enqueue"], params).fetchone()
+        row = cur.execute(statement, params).fetchone()
         if row is not None:
             created_at = _utc(row["created_at"])
             run_at = created_at if job.run_at is None else _utc(row["run_at"])
