@@ -19,14 +19,18 @@ local STATE = {wake = false}
 
 -- Integers as text: Lua's own number-to-text keeps 14 digits, too few for microseconds.
 local function int(n) return string.format('%d', n) end
-local function k(...)
-  local parts = {...}
-  for i, v in ipairs(parts) do
-    if type(v) == 'number' then parts[i] = int(v) end
-  end
-  return P .. table.concat(parts, ':')
+-- A key: the prefix and up to three parts joined by ':' (plain concatenation: a vararg
+-- table per key cost more than most of the commands it names).
+local function part(v)
+  if type(v) == 'number' then return int(v) end
+  return v
 end
-local function jkey(id) return k('job', id) end
+local function k(a, b, c)
+  if b == nil then return P .. a end
+  if c == nil then return P .. a .. ':' .. part(b) end
+  return P .. a .. ':' .. part(b) .. ':' .. part(c)
+end
+local function jkey(id) return P .. 'job:' .. part(id) end
 -- Per (queue, concurrency_key) keys: a tab cannot be confused with a queue name's colon.
 local function qkey(name, queue, key) return k(name, queue) .. '\t' .. (key or '') end
 local function ids_of(text)
@@ -41,13 +45,14 @@ local function count(queue, status, by)
   redis.call('HINCRBY', k('counts'), queue .. '\t' .. status, by)
 end
 
--- The status indexes, counts and per-key busy counts follow every change of status.
-local function set_status(id, queue, ckey, old, new)
+-- The status indexes, counts and per-key busy counts follow every change of status (and
+-- the job's own field, unless the caller writes it with its other fields: `own_field`).
+local function set_status(id, queue, ckey, old, new, own_field)
   redis.call('ZREM', k('status', old), id)
   redis.call('ZADD', k('status', new), id, id)
   count(queue, old, -1)
   count(queue, new, 1)
-  redis.call('HSET', jkey(id), 'status', new)
+  if not own_field then redis.call('HSET', jkey(id), 'status', new) end
   if ckey ~= nil and ckey ~= '' then
     if old == 'processing' then redis.call('HINCRBY', k('keybusy', queue), ckey, -1) end
     if new == 'processing' then redis.call('HINCRBY', k('keybusy', queue), ckey, 1) end

@@ -66,12 +66,14 @@ local function planned_from_holds()
 end
 
 -- Insert every job, all or none (one script): A = checks (above), then the jobs. Returns
--- {created, id} per job, or "conflict" when a check failed (store.py plans again).
+-- {created, id, the job's hash} per job, or "conflict" when a check failed (store.py plans
+-- again).
 OPS.enqueue = function()
   local first = planned_from_holds()
   if first == nil then return 'conflict' end
   local out = {}
   for i = first, #A, FIELDS do out[#out + 1] = insert(i) end
+  for _, result in ipairs(out) do result[3] = redis.call('HGETALL', jkey(result[2])) end
   return out
 end
 

@@ -176,13 +176,9 @@ class RedisStore(Store):
             replies = self._enqueue_planned(jobs)
         else:
             replies = self._ops().run_again_safe("enqueue", [0, *plain_args(jobs)])
-        found = self._jobs([reply[1] for reply in replies])
-        return [
-            EnqueueResult(cast(Job, job), bool(reply[0]))
-            for reply, job in zip(replies, found, strict=True)
-        ]
+        return [EnqueueResult(rows.job_of(flat), bool(created)) for created, _, flat in replies]
 
-    def _enqueue_planned(self, jobs: Sequence[NewJob]) -> list[list[int]]:
+    def _enqueue_planned(self, jobs: Sequence[NewJob]) -> list[list[Any]]:
         """A batch with dependencies (SPEC §8): planned here from what the store holds now by
         conveyor/dependencies.py, inserted by the script only if that still holds."""
         last = int(self._read_one("INCRBY", PREFIX + "seq", str(len(jobs))))
@@ -191,7 +187,7 @@ class RedisStore(Store):
             args = plan_batch(jobs, ids, self._read)
             replies = self._ops().run_again_safe("enqueue", args)
             if replies != "conflict":
-                return cast(list[list[int]], replies)
+                return cast(list[list[Any]], replies)
         raise StoreUnavailable("the dependencies of a batch kept changing while it was enqueued")
 
     # -- workers -------------------------------------------------------------------------
@@ -209,8 +205,10 @@ class RedisStore(Store):
         args: list[object] = [worker, limit, _us(lease), *(queues or ())]
         return self._claimed(self._ops().run_again_safe("claim", args, now))
 
-    def _claimed(self, ids: Sequence[int]) -> list[Job]:
-        return [job for job in self._jobs(ids) if job is not None]
+    @staticmethod
+    def _claimed(hashes: Sequence[Sequence[str]]) -> list[Job]:
+        """The claimed jobs, from the hashes the script returned with them."""
+        return [rows.job_of(flat) for flat in hashes]
 
     def finish_and_claim(
         self,
@@ -225,8 +223,8 @@ class RedisStore(Store):
         if (queues is not None and not queues) or limit < 1:
             return self.finish_many(finishes, now=now), []
         args = [len(finishes), *_finish_args(finishes), worker, limit, _us(lease), *(queues or ())]
-        applied, ids = self._ops().run_again_safe("finish_and_claim", args, now)
-        return _applied(applied), self._claimed(ids)
+        applied, hashes = self._ops().run_again_safe("finish_and_claim", args, now)
+        return _applied(applied), self._claimed(hashes)
 
     def heartbeat(
         self,
@@ -326,7 +324,7 @@ class RedisStore(Store):
         applied, flat = self._ops().run(f"{action}_job", [job_id], now)
         if not applied:
             self._refuse(job_id, action)
-        return rows.job(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return rows.job_of(flat)
 
     def _refuse(self, job_id: int, action: str) -> NoReturn:
         job = self.get_job(job_id)
