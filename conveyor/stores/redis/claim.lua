@@ -46,16 +46,16 @@ local function candidate(list, q, member, score, key, turn, draw)
 end
 
 -- A plain queue's candidates, in claim order already (`ready` sorts by priority, then by
--- member: run_at, id), read a page at a time: the next page starts after the jobs passed
--- over, since the jobs taken have left the set meanwhile.
+-- member: run_at, id), read a page at a time (the jobs taken leave the set only at the
+-- claim's end, so each page starts where the last ended).
 local function plain_source(q)
-  local src = {q = q, list = {}, at = 1, read = 0, passed = 0, more = true}
+  local src = {q = q, list = {}, at = 1, read = 0, more = true}
   function src.head()
     if src.at > #src.list then
       local room = q.budget + SPARE - src.read
       if not src.more or room <= 0 then return nil end
       local want = math.min(room, q.budget + PAGE_SPARE)
-      local top = redis.call('ZRANGE', k('ready', q.name), src.passed, src.passed + want - 1,
+      local top = redis.call('ZRANGE', k('ready', q.name), src.read, src.read + want - 1,
         'WITHSCORES')
       src.list, src.at, src.read = {}, 1, src.read + #top / 2
       src.more = #top / 2 == want
@@ -64,10 +64,7 @@ local function plain_source(q)
     end
     return src.list[src.at]
   end
-  function src.pop(taken) -- `taken`: the head was claimed (it left the set), else passed over
-    if not taken then src.passed = src.passed + 1 end
-    src.at = src.at + 1
-  end
+  function src.pop() src.at = src.at + 1 end
   return src
 end
 
@@ -118,23 +115,63 @@ end
 -- The fields of a candidate that `startable` and `take` read (one HMGET).
 local CANDIDATE = {'lease', 'run_at', 'queue', 'concurrency_key', 'rm', 'attempts'}
 
--- `f`: the job's CANDIDATE fields. The job leaves the ready order (it is in no
--- `scheduled` set: a job is in one or the other) and starts under a fresh lease.
-local function take(id, f, q, key, worker, lease)
-  local j, queue, ckey, rm = jkey(id), f[3], f[4], f[5]
-  redis.call('ZREM', k('pending', queue), id)
-  redis.call('ZREM', k('ready', queue), rm)
-  redis.call('ZREM', qkey('kready', queue, ckey), rm)
-  if redis.call('HINCRBY', k('rkeys', queue), ckey or '', -1) <= 0 then
-    redis.call('HDEL', k('rkeys', queue), ckey or '')
+-- The index and count changes of the jobs a claim takes, made once per claim (a command
+-- per job each cost more than the claim's other work).
+local function new_batch() return {queues = {}, ids = {}, leases = {}} end
+
+-- Runs `command key member...` over `members`, a bounded number at a time (Lua's stack).
+local CHUNK = 500
+local function each_chunk(command, key, members)
+  for i = 1, #members, CHUNK do
+    redis.call(command, key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
   end
+end
+
+local function flush(b)
+  for queue, t in pairs(b.queues) do
+    each_chunk('ZREM', k('pending', queue), t.ids)
+    each_chunk('ZREM', k('ready', queue), t.rms)
+    for ckey, rms in pairs(t.keys) do
+      each_chunk('ZREM', qkey('kready', queue, ckey), rms)
+      if redis.call('HINCRBY', k('rkeys', queue), ckey, -#rms) <= 0 then
+        redis.call('HDEL', k('rkeys', queue), ckey)
+      end
+      if ckey ~= '' then redis.call('HINCRBY', k('keybusy', queue), ckey, #rms) end
+    end
+    count(queue, 'pending', -#t.ids)
+    count(queue, 'processing', #t.ids)
+  end
+  each_chunk('ZREM', k('status', 'pending'), b.ids)
+  local by_id = {}
+  for i, id in ipairs(b.ids) do by_id[2 * i - 1], by_id[2 * i] = id, id end
+  each_chunk('ZADD', k('status', 'processing'), by_id)
+  each_chunk('ZADD', k('leases'), b.leases)
+end
+
+-- `f`: the job's CANDIDATE fields. The job leaves the ready order (it is in no
+-- `scheduled` set: a job is in one or the other) and starts under a fresh lease; its
+-- indexes and counts change in `b`, at the claim's end.
+local function take(id, f, q, key, worker, lease, b)
+  local j, queue, ckey, rm = jkey(id), f[3], f[4] or '', f[5]
+  local t = b.queues[queue]
+  if t == nil then
+    t = {ids = {}, rms = {}, keys = {}}
+    b.queues[queue] = t
+  end
+  t.ids[#t.ids + 1], t.rms[#t.rms + 1] = id, rm
+  local rms = t.keys[ckey]
+  if rms == nil then
+    rms = {}
+    t.keys[ckey] = rms
+  end
+  rms[#rms + 1] = rm
+  b.ids[#b.ids + 1] = id
+  b.leases[#b.leases + 1], b.leases[#b.leases + 2] = NOW + lease, id
   redis.call('HDEL', j, 'rm')
-  set_status(id, queue, ckey, 'pending', 'processing', true)
   local attempts = tonumber(f[6]) + 1
   redis.call('HSET', j, 'status', 'processing', 'attempts', attempts, 'worker', worker,
     'started_at', NOW, 'updated_at', NOW, 'lease', NOW + lease, 'progress', '',
     'progress_message', '')
-  redis.call('ZADD', k('leases'), NOW + lease, id)
   if redis.call('RPUSH', k('starts', id), NOW) > 101 then
     redis.call('LTRIM', k('starts', id), -101, -1)
   end
@@ -174,7 +211,7 @@ local function claim_jobs(worker, limit, lease, queues)
       end
     end
   end
-  local claimed, taken = {}, {}
+  local claimed, taken, b = {}, {}, new_batch()
   while #claimed < limit do
     local best, c = nil, nil
     for _, src in ipairs(sources) do
@@ -187,7 +224,7 @@ local function claim_jobs(worker, limit, lease, queues)
     local id = tonumber(string.sub(c.member, 18))
     local f = startable(c, id, taken)
     if f then
-      take(id, f, c.queue, c.key, worker, lease)
+      take(id, f, c.queue, c.key, worker, lease, b)
       taken[c.queue] = (taken[c.queue] or 0) + 1
       if c.key then
         local kk = c.queue.name .. '\t' .. c.key
@@ -195,8 +232,9 @@ local function claim_jobs(worker, limit, lease, queues)
       end
       claimed[#claimed + 1] = id
     end
-    best.pop(f ~= nil)
+    best.pop()
   end
+  flush(b)
   return claimed
 end
 
