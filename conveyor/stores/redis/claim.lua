@@ -239,14 +239,12 @@ local function claim_jobs(worker, limit, lease, queues)
 end
 
 -- A: worker, limit, lease (µs), then the queues (none: every queue). Returns the claimed
--- jobs' hashes (HGETALL), so the worker needs no second round trip to read them.
+-- ids; SHOW returns the jobs' hashes.
 local function claim_from(first)
   local queues = {}
   for i = first + 3, #A do queues[#queues + 1] = A[i] end
-  local ids = claim_jobs(A[first], tonumber(A[first + 1]), tonumber(A[first + 2]), queues)
-  local rows = {}
-  for i, id in ipairs(ids) do rows[i] = redis.call('HGETALL', jkey(id)) end
-  return rows
+  return claim_jobs(A[first], tonumber(A[first + 1]), tonumber(A[first + 2]), queues)
 end
 
 OPS.claim = function() return claim_from(1) end
+SHOW.claim = hashes
