@@ -13,8 +13,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
-from conveyor.jobs import Job
+from conveyor.jobs import Finish, Job, JobStatus
 from conveyor.stores import Notifier, Store
+from conveyor.stores.base import LoopClaims
 from conveyor.worker.completer import Completer
 from conveyor.worker.storecalls import StoreCalls
 
@@ -66,6 +67,14 @@ class Fetcher:
 
     async def run(self) -> None:
         """Claim and start jobs until the pool stops."""
+        on_loop = self._store.loop_claims()
+        try:
+            await self._run(on_loop)
+        finally:
+            if on_loop is not None:
+                await on_loop.close()
+
+    async def _run(self, on_loop: LoopClaims | None) -> None:
         backoff = BACKOFF_MIN_S
         while not self._stopping.is_set():
             free = self._slots.free
@@ -76,14 +85,7 @@ class Fetcher:
             finished = self._completer.take()
             asked = time.monotonic()
             try:
-                applied, jobs = await self._calls.hot(
-                    self._store.finish_and_claim,
-                    [d.finish for d in finished],
-                    worker=self._worker_id,
-                    queues=self._queues,
-                    limit=limit,
-                    lease=timedelta(seconds=self._lease),
-                )
+                applied, jobs = await self._claim(on_loop, [d.finish for d in finished], limit)
             except Exception as exc:
                 self._completer.give_back(finished)
                 log.warning("claim failed, retrying in %.1fs: %s", backoff, exc)
@@ -98,6 +100,24 @@ class Fetcher:
             if len(jobs) < limit and not self._stopping.is_set():
                 # Nothing more is due: sleep until an enqueue wakes us, or the poll interval.
                 await self._notifier.wait(self._fetch_interval)
+
+    async def _claim(
+        self, on_loop: LoopClaims | None, finishes: list[Finish], limit: int
+    ) -> tuple[dict[int, JobStatus], list[Job]]:
+        """On the loop where the store offers it (Store.loop_claims), else on a store thread."""
+        lease = timedelta(seconds=self._lease)
+        if on_loop is not None:
+            return await on_loop.finish_and_claim(
+                finishes, worker=self._worker_id, queues=self._queues, limit=limit, lease=lease
+            )
+        return await self._calls.hot(
+            self._store.finish_and_claim,
+            finishes,
+            worker=self._worker_id,
+            queues=self._queues,
+            limit=limit,
+            lease=lease,
+        )
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -14,19 +14,31 @@ end
 local A = {}
 for i = 5, #ARGV do A[#A + 1] = ARGV[i] end
 local OPS = {}
+-- Per op, what its reply becomes as it is returned (main.lua).
+local SHOW = {}
 -- Set by any op that made work claimable; main.lua then publishes one wake-up.
 local STATE = {wake = false}
 
 -- Integers as text: Lua's own number-to-text keeps 14 digits, too few for microseconds.
 local function int(n) return string.format('%d', n) end
-local function k(...)
-  local parts = {...}
-  for i, v in ipairs(parts) do
-    if type(v) == 'number' then parts[i] = int(v) end
-  end
-  return P .. table.concat(parts, ':')
+-- A key: the prefix and up to three parts joined by ':' (plain concatenation: a vararg
+-- table per key cost more than most of the commands it names).
+local function part(v)
+  if type(v) == 'number' then return int(v) end
+  return v
 end
-local function jkey(id) return k('job', id) end
+local function k(a, b, c)
+  if b == nil then return P .. a end
+  if c == nil then return P .. a .. ':' .. part(b) end
+  return P .. a .. ':' .. part(b) .. ':' .. part(c)
+end
+local function jkey(id) return P .. 'job:' .. part(id) end
+-- The jobs' hashes (HGETALL), for the client to read them without a second round trip.
+local function hashes(ids)
+  local out = {}
+  for i, id in ipairs(ids) do out[i] = redis.call('HGETALL', jkey(id)) end
+  return out
+end
 -- Per (queue, concurrency_key) keys: a tab cannot be confused with a queue name's colon.
 local function qkey(name, queue, key) return k(name, queue) .. '\t' .. (key or '') end
 local function ids_of(text)
@@ -91,8 +103,9 @@ local function unpend(id, queue, ckey)
   end
 end
 
-local function free_unique(id)
-  local key = redis.call('HGET', jkey(id), 'unique_key')
+-- `key`: the job's unique_key (nil: read it).
+local function free_unique(id, key)
+  if key == nil then key = redis.call('HGET', jkey(id), 'unique_key') end
   if key and key ~= '' and redis.call('HGET', k('unique'), key) == tostring(id) then
     redis.call('HDEL', k('unique'), key)
   end
@@ -118,13 +131,13 @@ end
 -- The fields a fenced transition reads; nil unless the claim that `worker` and `attempt`
 -- name still holds the job's lease (fencing).
 local HELD = {'worker', 'attempts', 'lease', 'status', 'queue', 'concurrency_key', 'run_at',
-  'started_at', 'max_attempts'}
+  'started_at', 'max_attempts', 'unique_key'}
 local function holds(id, worker, attempt)
   local f = redis.call('HMGET', jkey(id), unpack(HELD))
   if f[1] == worker and f[2] == attempt and f[3] and f[3] ~= '' then
     return {worker = f[1], attempts = tonumber(f[2]), status = f[4], queue = f[5],
       ckey = f[6], run_at = tonumber(f[7]), started_at = tonumber(f[8]),
-      max_attempts = tonumber(f[9])}
+      max_attempts = tonumber(f[9]), unique_key = f[10] or ''}
   end
   return nil
 end
@@ -139,11 +152,21 @@ local function bucket(us)
   end
   return b
 end
-local function ended_attempt(outcome, run_at, started_at)
+local function attempt_field(outcome, run_at, started_at)
+  return bucket(started_at - run_at) .. ':' .. bucket(NOW - started_at) .. ':' .. outcome
+end
+-- `fields`: aggregate field → attempts (attempt_field).
+local function ended_attempts(fields)
   local minute = math.floor(NOW / 60000000)
-  local field = bucket(started_at - run_at) .. ':' .. bucket(NOW - started_at) .. ':' .. outcome
-  redis.call('HINCRBY', k('minute', minute), field, 1)
-  redis.call('ZADD', k('minutes'), minute, minute)
+  local any = false
+  for field, n in pairs(fields) do
+    redis.call('HINCRBY', k('minute', minute), field, n)
+    any = true
+  end
+  if any then redis.call('ZADD', k('minutes'), minute, minute) end
+end
+local function ended_attempt(outcome, run_at, started_at)
+  ended_attempts({[attempt_field(outcome, run_at, started_at)] = 1})
 end
 
 -- A job that waits for dependencies no more: it leaves their waiter sets.
@@ -163,7 +186,7 @@ local function settle(id, status)
   while #todo > 0 do
     local dep, st = unpack(table.remove(todo))
     local waiters = redis.call('SMEMBERS', k('waiters', dep))
-    redis.call('DEL', k('waiters', dep))
+    if #waiters > 0 then redis.call('DEL', k('waiters', dep)) end
     for _, w in ipairs(waiters) do
       local f = redis.call('HMGET', jkey(w), 'status', 'waiting_for', 'on_dependency_failure',
         'queue', 'run_at', 'concurrency_key')

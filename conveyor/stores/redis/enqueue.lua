@@ -66,13 +66,19 @@ local function planned_from_holds()
 end
 
 -- Insert every job, all or none (one script): A = checks (above), then the jobs. Returns
--- {created, id} per job, or "conflict" when a check failed (store.py plans again).
+-- {created, id} per job (SHOW: and the job's hash), or "conflict" when a check failed
+-- (store.py plans again).
 OPS.enqueue = function()
   local first = planned_from_holds()
   if first == nil then return 'conflict' end
   local out = {}
   for i = first, #A, FIELDS do out[#out + 1] = insert(i) end
   return out
+end
+SHOW.enqueue = function(reply)
+  if type(reply) ~= 'table' then return reply end
+  for _, result in ipairs(reply) do result[3] = redis.call('HGETALL', jkey(result[2])) end
+  return reply
 end
 
 -- Schedules (SPEC §7): per schedule A holds name, schedule, timezone. A new one, or one whose

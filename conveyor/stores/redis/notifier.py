@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 
 import redis
+import redis.asyncio as aioredis
 
 from conveyor.errors import StoreUnavailable
 from conveyor.stores.base import FinishListener, Notifier
 
 # While Redis cannot be reached, try again at most this often.
 RETRY_S = 0.5
-# How often the listening thread looks up from its connection: `stop` waits up to this long.
-POLL_S = 0.1
 
 
 def _subscriber(url: str) -> tuple[redis.Redis, redis.client.PubSub]:
@@ -29,50 +27,49 @@ def _subscriber(url: str) -> tuple[redis.Redis, redis.client.PubSub]:
 
 class RedisNotifier(Notifier):
     """Wakes fetchers on `wake` messages and tells cancel listeners of `cancelled` ids, from
-    a daemon thread that reconnects after a Redis restart (and then wakes, since enqueues
-    may have gone unheard meanwhile)."""
+    a task on the worker's event loop (no thread between a message and the fetcher), that
+    reconnects after a Redis restart (and then wakes, since enqueues may have gone unheard
+    meanwhile)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
         self._url = url
         self._prefix = prefix
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._listen, name="conveyor-redis-notify", daemon=True
-        )
-        self._thread.start()
+        self._task = asyncio.create_task(self._listen(), name="conveyor-redis-notify")
 
-    def _listen(self) -> None:
+    async def _listen(self) -> None:
         wake, cancelled = self._prefix + "wake", self._prefix + "cancelled"
-        while not self._stopping.is_set():
-            client, pubsub = _subscriber(self._url)
+        while True:
+            client = aioredis.Redis.from_url(
+                self._url, decode_responses=True, socket_connect_timeout=5
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(wake, cancelled)
+                await pubsub.subscribe(wake, cancelled)
                 self.wake_local()  # enqueues before (or during a reconnect) went unheard
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=POLL_S)
-                    if message is None:
-                        continue
+                async for message in pubsub.listen():
                     if message["channel"] == cancelled:
                         self._job_cancelled(int(message["data"]))
                     else:
                         self.wake_local()
-            except redis.RedisError:
-                self._stopping.wait(RETRY_S)  # Redis is down: try again, unless stopping
+            except (redis.RedisError, OSError):
+                await asyncio.sleep(RETRY_S)  # Redis is down: try again
             finally:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()
-                client.close()
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await client.aclose()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 2)
-            self._thread = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 class RedisFinishListener(FinishListener):

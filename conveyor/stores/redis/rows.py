@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from conveyor import jsontext
@@ -50,6 +50,12 @@ def job(h: Mapping[str, str]) -> Job:
         on_dependency_failure=POLICIES[h["on_dependency_failure"]],
         trace_context=_text(h["trace_context"]),
     )
+
+
+def job_of(flat: Sequence[str]) -> Job:
+    """The job in a hash as a script returns it (HGETALL: field, value, field, ...)."""
+    it = iter(flat)
+    return job(dict(zip(it, it, strict=True)))
 
 
 def queue(name: str, h: Mapping[str, str], now_us: int) -> QueueSettings:

@@ -21,6 +21,8 @@ from importlib import resources
 from typing import Any, cast
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -75,6 +77,22 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+def connect_async(url: str) -> aioredis.Redis:
+    """`connect`'s client for an event loop (redis.asyncio), with the same settings."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=10,
+        retry=AsyncRetry(NoBackoff(), 0),
+    )
+
+
+def _argv(op: str, token: str, args: list[object], now: datetime | None) -> list[Any]:
+    return [PREFIX, "" if now is None else str(to_us(now)), op, token, *args]
+
+
 def unavailable(exc: redis.RedisError) -> StoreUnavailable:
     return StoreUnavailable(f"Redis unreachable: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
@@ -106,13 +124,38 @@ class Scripts:
                 raise unavailable(exc) from exc
 
     def _eval(self, op: str, token: str, args: list[object], now: datetime | None) -> Any:
-        at = "" if now is None else str(to_us(now))
-        argv: list[Any] = [PREFIX, at, op, token, *args]
+        argv = _argv(op, token, args, now)
         try:
             return self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
         except redis.exceptions.NoScriptError:
             self._client.script_load(SOURCE)  # a new or restarted server
             return self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
+
+
+class LoopScripts:
+    """`Scripts.run_again_safe` on an event loop's client."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    async def run_again_safe(self, op: str, args: list[object]) -> Any:
+        token = uuid.uuid4().hex
+        try:
+            return await self._eval(op, token, args)
+        except (redis.ConnectionError, redis.TimeoutError) as first:
+            log.info("Redis connection lost during %s; sending it again: %s", op, first)
+            try:
+                return await self._eval(op, token, args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise unavailable(exc) from exc
+
+    async def _eval(self, op: str, token: str, args: list[object]) -> Any:
+        argv = _argv(op, token, args, None)
+        try:
+            return await self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
+        except redis.exceptions.NoScriptError:
+            await self._client.script_load(SOURCE)
+            return await self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
 
 
 def warn_if_lossy(client: redis.Redis, shown_url: str) -> bool:

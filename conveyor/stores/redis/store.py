@@ -43,6 +43,7 @@ from conveyor.jobs import (
 from conveyor.periodic import Periodic, PeriodicState
 from conveyor.stores.base import (
     FinishListener,
+    LoopClaims,
     Notifier,
     Store,
     id_batches,
@@ -176,13 +177,9 @@ class RedisStore(Store):
             replies = self._enqueue_planned(jobs)
         else:
             replies = self._ops().run_again_safe("enqueue", [0, *plain_args(jobs)])
-        found = self._jobs([reply[1] for reply in replies])
-        return [
-            EnqueueResult(cast(Job, job), bool(reply[0]))
-            for reply, job in zip(replies, found, strict=True)
-        ]
+        return [EnqueueResult(rows.job_of(flat), bool(created)) for created, _, flat in replies]
 
-    def _enqueue_planned(self, jobs: Sequence[NewJob]) -> list[list[int]]:
+    def _enqueue_planned(self, jobs: Sequence[NewJob]) -> list[list[Any]]:
         """A batch with dependencies (SPEC §8): planned here from what the store holds now by
         conveyor/dependencies.py, inserted by the script only if that still holds."""
         last = int(self._read_one("INCRBY", PREFIX + "seq", str(len(jobs))))
@@ -191,7 +188,7 @@ class RedisStore(Store):
             args = plan_batch(jobs, ids, self._read)
             replies = self._ops().run_again_safe("enqueue", args)
             if replies != "conflict":
-                return cast(list[list[int]], replies)
+                return cast(list[list[Any]], replies)
         raise StoreUnavailable("the dependencies of a batch kept changing while it was enqueued")
 
     # -- workers -------------------------------------------------------------------------
@@ -206,11 +203,8 @@ class RedisStore(Store):
     ) -> list[Job]:
         if limit < 1 or (queues is not None and not queues):
             return []
-        args: list[object] = [worker, limit, _us(lease), *(queues or ())]
-        return self._claimed(self._ops().run_again_safe("claim", args, now))
-
-    def _claimed(self, ids: Sequence[int]) -> list[Job]:
-        return [job for job in self._jobs(ids) if job is not None]
+        args = claim_args(worker, queues, limit, lease)
+        return claimed(self._ops().run_again_safe("claim", args, now))
 
     def finish_and_claim(
         self,
@@ -224,9 +218,14 @@ class RedisStore(Store):
     ) -> tuple[dict[int, JobStatus], list[Job]]:
         if (queues is not None and not queues) or limit < 1:
             return self.finish_many(finishes, now=now), []
-        args = [len(finishes), *_finish_args(finishes), worker, limit, _us(lease), *(queues or ())]
-        applied, ids = self._ops().run_again_safe("finish_and_claim", args, now)
-        return _applied(applied), self._claimed(ids)
+        args = [len(finishes), *finish_args(finishes), *claim_args(worker, queues, limit, lease)]
+        applied, hashes = self._ops().run_again_safe("finish_and_claim", args, now)
+        return outcomes(applied), claimed(hashes)
+
+    def loop_claims(self) -> LoopClaims:
+        from conveyor.stores.redis.loopclaims import RedisLoopClaims  # it imports this module
+
+        return RedisLoopClaims(self.url)
 
     def heartbeat(
         self,
@@ -252,7 +251,7 @@ class RedisStore(Store):
     ) -> dict[int, JobStatus]:
         if not finishes:
             return {}
-        return _applied(self._ops().run("finish", _finish_args(finishes), now))
+        return outcomes(self._ops().run("finish", finish_args(finishes), now))
 
     def release(
         self,
@@ -326,7 +325,7 @@ class RedisStore(Store):
         applied, flat = self._ops().run(f"{action}_job", [job_id], now)
         if not applied:
             self._refuse(job_id, action)
-        return rows.job(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return rows.job_of(flat)
 
     def _refuse(self, job_id: int, action: str) -> NoReturn:
         job = self.get_job(job_id)
@@ -553,7 +552,19 @@ class RedisStore(Store):
         return [rows.periodic(h, status) for h, status in zip(hashes, statuses, strict=True)]
 
 
-def _finish_args(finishes: Sequence[Finish]) -> list[object]:
+def claim_args(
+    worker: str, queues: Sequence[str] | None, limit: int, lease: timedelta
+) -> list[object]:
+    """The claim's part of the arguments of `claim` and `finish_and_claim` (claim.lua)."""
+    return [worker, limit, _us(lease), *(queues or ())]
+
+
+def claimed(hashes: Sequence[Sequence[str]]) -> list[Job]:
+    """The claimed jobs, from the hashes the script returned with them."""
+    return [rows.job_of(flat) for flat in hashes]
+
+
+def finish_args(finishes: Sequence[Finish]) -> list[object]:
     args: list[object] = []
     for f in finishes:
         retry_at = "" if f.retry_at is None else to_us(f.retry_at)
@@ -570,7 +581,7 @@ def _finish_args(finishes: Sequence[Finish]) -> list[object]:
     return args
 
 
-def _applied(pairs: Sequence[Sequence[Any]]) -> dict[int, JobStatus]:
+def outcomes(pairs: Sequence[Sequence[Any]]) -> dict[int, JobStatus]:
     return {int(job_id): STATUSES[status] for job_id, status in pairs}
 
 
