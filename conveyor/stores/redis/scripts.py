@@ -65,28 +65,23 @@ def from_us(value: int | str) -> datetime:
     return EPOCH + int(value) * MICROSECOND
 
 
+# Both clients' settings: replies as text, bounded waits, and no retry of their own.
+_CLIENT: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "health_check_interval": 10,
+}
+
+
 def connect(url: str) -> redis.Redis:
     """A client that decodes replies as text and never retries a command by itself."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=10,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_CLIENT)
 
 
 def connect_async(url: str) -> aioredis.Redis:
     """`connect`'s client for an event loop (redis.asyncio), with the same settings."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=10,
-        retry=AsyncRetry(NoBackoff(), 0),
-    )
+    return aioredis.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **_CLIENT)
 
 
 def _argv(op: str, token: str, args: list[object], now: datetime | None) -> list[Any]:
