@@ -82,13 +82,6 @@ class Notifier(abc.ABC):
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancel_listeners: list[Callable[[int | None], None]] = []
-        self._waiting = 0
-
-    @property
-    def waited_on(self) -> bool:
-        """Whether a fetcher waits for a wake-up now (a polling store may look less often
-        while none does); read from any thread."""
-        return self._waiting > 0
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -96,13 +89,11 @@ class Notifier(abc.ABC):
 
     async def wait(self, timeout: float) -> bool:
         """Wait for a wake-up; True when woken, False on timeout."""
-        self._waiting += 1
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
         except TimeoutError:
             return False
         finally:
-            self._waiting -= 1
             self._event.clear()
         return True
 

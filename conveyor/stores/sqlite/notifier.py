@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 # SPEC: an idle worker starts a job enqueued by another process within 50 ms; a poll costs
 # microseconds, so poll often and keep the start latency near the claim time.
 POLL_INTERVAL_S = 0.002
-# While no fetcher waits for work (it is claiming, or its slots are full) a wake-up has
-# nobody to wake: look less often, enough for the cancel signal and a fetcher turning idle.
-BUSY_POLL_INTERVAL_S = 0.02
 # While the database cannot be opened, reconnect at most this often (not every 2 ms).
 RETRY_MAX_S = 0.5
 # At most this often, a stat: is the file still the one first opened?
@@ -123,7 +120,7 @@ class SqliteNotifier(Notifier):
                     pause = min(pause * 2, RETRY_MAX_S)
                     continue
                 # back after a failure, changed is True: look for work once
-                pause = POLL_INTERVAL_S if self.waited_on else BUSY_POLL_INTERVAL_S
+                pause = POLL_INTERVAL_S
                 conn = files.conn
                 assert conn is not None
                 if changed:
