@@ -39,15 +39,17 @@ def assert_survived(report: Report, restarts: int) -> None:
 @pytest.mark.slow
 @pytest.mark.process
 def test_chaos_on_sqlite_loses_nothing_and_every_duplicate_follows_a_kill(sqlite_url, tmp_path):
-    # 3,000 jobs drain in a few seconds: act often enough that every run sees kills.
+    # 3,000 jobs drain in a few seconds: act often enough that every run sees kills, but
+    # not so often that replacements starting (a second of CPU each) fill a slow 2-core
+    # machine and no worker lives long enough to finish a long job.
     cfg = ChaosConfig(
         store="sqlite",
         url=sqlite_url,
         workdir=tmp_path,
         jobs=JOBS,
         timeout=90,
-        action_interval=0.3,
-        min_kill_age=0.5,
+        action_interval=0.6,
+        min_kill_age=1.0,
     )
     report = run_chaos(cfg)
     assert_survived(report, restarts=0)
