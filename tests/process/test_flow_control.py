@@ -18,6 +18,7 @@ from tests.support.wait import wait_until
 pytestmark = [pytest.mark.process]
 
 WORKER = ["--workers", "4", "--fetch-interval", "0.5"]
+FAIR_BOUND = 400  # starts until B's last job: see the fair-share test
 
 
 def start_workers(workers: Workers, n: int = 3, *args: str) -> None:
@@ -169,7 +170,10 @@ def test_fair_share_serves_a_small_tenant_beside_a_big_one(fair, workers, produc
     all_done(producer, [j.id for j in small], timeout=60)
     position = starts_until_last_b(producer, [j.id for j in big], [j.id for j in small], since)
     print(f"fair={fair}: B's 50 jobs all started within the first {position} starts")
+    # First come, first served puts B after the ~1,300 A's left (1,320-1,345 seen); a fair
+    # queue interleaves the keys (75-110 alone, up to 182 beside a full test run on 2 cores,
+    # where claims come one or two jobs at a time): 400 tells the two apart with room either side.
     if fair:
-        assert position <= 150, position
+        assert position <= FAIR_BOUND, position
     else:
-        assert position > 150, position
+        assert position > FAIR_BOUND, position
