@@ -13,6 +13,7 @@ import redis
 from conveyor.errors import ConfigurationError, StoreUnavailable
 from conveyor.jobs import JobFilter, JobStatus
 from conveyor.stores import open_store
+from conveyor.stores.redis.scripts import FUNCTION, SHA
 from conveyor.stores.redis.store import RedisStore
 from conveyor.validation import new_job
 from tests.support.factories import LEASE, add, claim_one
@@ -85,17 +86,17 @@ def _lose_first_reply(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> lis
     """Make the store's next script call run on the server but lose its reply, as a
     connection dropped after the command was sent; returns the ops called."""
     client = store._redis()
-    real = client.evalsha
+    real = client.fcall
     calls: list[str] = []
 
-    def evalsha(sha, numkeys, *args):
+    def fcall(function, numkeys, *args):
         calls.append(args[3])  # the op (after the route key, the prefix and now)
-        reply = real(sha, numkeys, *args)
+        reply = real(function, numkeys, *args)
         if len(calls) == 1:
             raise redis.ConnectionError("connection reset after the command was sent")
         return reply
 
-    monkeypatch.setattr(client, "evalsha", evalsha)
+    monkeypatch.setattr(client, "fcall", fcall)
     return calls
 
 
@@ -170,3 +171,43 @@ def test_cancel_and_retry_answer_the_job_as_their_script_left_it(store, monkeypa
     assert store.retry(job.id).status == JobStatus.PENDING
     assert real(job.id).status == JobStatus.PENDING  # nothing read it in between
     assert store.cancel(job.id).status == JobStatus.CANCELLED
+
+
+def _libraries(admin: redis.Redis) -> set[str]:
+    """The names of the function libraries the server holds (FUNCTION LIST)."""
+    return {
+        dict(zip(lib[::2], lib[1::2], strict=True))["library_name"] for lib in admin.function_list()
+    }
+
+
+def test_a_server_without_the_library_gets_it_loaded_at_the_next_call(store, admin):
+    """The ops run as one function library (FUNCTION LOAD once per server, then FCALL): a
+    server that lost it (flushed, or restarted without its data) has it loaded again by the
+    next call, which then applies once."""
+    first = add(store)
+    assert FUNCTION in _libraries(admin)
+    admin.function_flush()
+    assert FUNCTION not in _libraries(admin)
+    second = add(store)
+    assert FUNCTION in _libraries(admin)
+    assert [j.id for j in store.list_jobs(JobFilter())] == [second.id, first.id]
+
+
+def test_a_redis_without_functions_runs_the_same_ops_as_a_script(store, admin, monkeypatch):
+    """Before Redis 7 there is no FCALL: the first call's "unknown command" switches the
+    client to the same code as one script (EVALSHA), for good."""
+    client = store._redis()
+    tried: list[str] = []
+
+    def no_fcall(function, numkeys, *args):
+        tried.append(args[3])
+        raise redis.ResponseError("unknown command 'FCALL', with args beginning with: ")
+
+    monkeypatch.setattr(client, "fcall", no_fcall)
+    admin.script_flush()
+    job = add(store)
+    claimed = claim_one(store)
+    assert store.complete(claimed.lease_ref())
+    assert tried == ["enqueue"]  # asked once, then scripts only
+    assert admin.script_exists(SHA) == [True]
+    assert store.get_job(job.id).status == JobStatus.DONE

@@ -1,23 +1,30 @@
--- The start of the store's one script (scripts.py joins the .lua files, this one first, then
--- main.lua): the arguments, the store's clock, and the helpers that keep a job's indexes in
--- step with its hash. Every transition is one op of that script, so it is atomic.
--- ARGV[1]: key prefix "{conveyor}:"; ARGV[2]: now in microseconds ("" for the server's
--- TIME); ARGV[3]: the op; ARGV[4]: a reply token ("" none); ARGV[5..]: the op's arguments (A).
-local P = ARGV[1]
-local NOW
-if ARGV[2] ~= '' then
-  NOW = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local A = {}
-for i = 5, #ARGV do A[#A + 1] = ARGV[i] end
+-- The start of the store's code (scripts.py joins the .lua files, this one first, then
+-- main.lua, into one function library, or one script on a Redis without functions): the
+-- call's arguments, the store's clock, and the helpers that keep a job's indexes in step
+-- with its hash. Every transition is one op, run by one call, so it is atomic.
+-- argv[1]: key prefix "{conveyor}:"; argv[2]: now in microseconds ("" for the server's
+-- TIME); argv[3]: the op; argv[4]: a reply token ("" none); argv[5..]: the op's arguments (A).
+-- P, NOW and A are the current call's, set by begin(); the helpers and OPS are built once,
+-- when the library loads.
+local P, NOW, A
 local OPS = {}
 -- Per op, what its reply becomes as it is returned (main.lua).
 local SHOW = {}
 -- Set by any op that made work claimable; main.lua then publishes one wake-up.
 local STATE = {wake = false}
+
+local function begin(argv)
+  P = argv[1]
+  if argv[2] ~= '' then
+    NOW = tonumber(argv[2])
+  else
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  A = {}
+  for i = 5, #argv do A[#A + 1] = argv[i] end
+  STATE.wake = false
+end
 
 -- Integers as text: Lua's own number-to-text keeps 14 digits, too few for microseconds.
 local function int(n) return string.format('%d', n) end

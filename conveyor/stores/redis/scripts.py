@@ -1,8 +1,10 @@
-"""The Redis store's connection and its one Lua script (SPEC §10: each transition atomic).
+"""The Redis store's connection and its Lua code (SPEC §10: each transition atomic).
 
-The .lua files beside this module are joined into one script, `common.lua` first and
-`main.lua` last; a call names its op (`claim`, `finish`, ...). It is loaded once per server
-(SCRIPT LOAD) and run by its SHA1 (EVALSHA).
+The .lua files beside this module are joined, `common.lua` first and `main.lua` last, into
+one function library (Redis 7 and later: FUNCTION LOAD once per server, then FCALL), or into
+one script on an older Redis (SCRIPT LOAD, then EVALSHA). A call names its op (`claim`,
+`finish`, ...). A library's top level, which builds the helpers and the op table, runs once
+when it loads; a script's runs at every call (docs/performance.md, "Redis functions").
 
 redis-py retries a command on a dropped connection by default. Sending a transition again
 after its reply was lost could apply it twice (two jobs for one enqueue, a claim whose jobs
@@ -41,15 +43,24 @@ CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 30.0
 
 
-def _source() -> str:
+def _code() -> str:
+    """The .lua files joined: the helpers, the ops, and `run(argv)`, which runs one call."""
     folder = resources.files("conveyor.stores.redis")
     bounds = ", ".join(str(round(bound * 1_000_000)) for bound in BOUNDS)
     head = f"local BOUNDS_US = {{{bounds}}}\n"  # the buckets of conveyor/fleet.py, in µs
     return head + "\n".join((folder / f"{name}.lua").read_text() for name in PARTS)
 
 
-SOURCE = _source()
-SHA = hashlib.sha1(SOURCE.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
+CODE = _code()
+# The library and its one function are named after the code, so workers of two versions
+# (a rolling deploy) each call their own.
+FUNCTION = "conveyor_" + hashlib.sha1(CODE.encode()).hexdigest()[:16]  # noqa: S324
+LIBRARY = (
+    f"#!lua name={FUNCTION}\n{CODE}\n"
+    f"redis.register_function('{FUNCTION}', function(_, argv) return run(argv) end)\n"
+)
+SCRIPT = CODE + "\nreturn run(ARGV)\n"  # for a Redis without functions (before 7.0)
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -92,11 +103,31 @@ def unavailable(exc: redis.RedisError) -> StoreUnavailable:
     return StoreUnavailable(f"Redis unreachable: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
 
+def not_loaded(exc: redis.ResponseError) -> bool:
+    """FCALL's error for a library this server has not loaded (new, or restarted without
+    its data)."""
+    return "function not found" in str(exc).lower()
+
+
+def already_loaded(exc: redis.ResponseError) -> bool:
+    """FUNCTION LOAD's error when another process loaded the same library first."""
+    return "already exists" in str(exc).lower()
+
+
+def refused(exc: redis.ResponseError) -> bool:
+    """A Redis before 7.0 knows no FCALL, and a user may not be allowed FUNCTION LOAD: such a
+    client runs the same code as a script instead."""
+    message = str(exc)
+    return "unknown command" in message.lower() or message.startswith("NOPERM")
+
+
 class Scripts:
-    """Runs ops of the store's script on one client."""
+    """Runs the store's ops on one client: as a function where Redis has them, else as a
+    script."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._functions = True
 
     def run(self, op: str, args: list[object], now: datetime | None = None) -> Any:
         """Run `op` once; StoreUnavailable when Redis cannot be reached or its reply was lost."""
@@ -120,11 +151,31 @@ class Scripts:
 
     def _eval(self, op: str, token: str, args: list[object], now: datetime | None) -> Any:
         argv = _argv(op, token, args, now)
+        if self._functions:
+            try:
+                return self._fcall(argv)
+            except redis.ResponseError as exc:
+                if not refused(exc):
+                    raise
+                self._functions = False
         try:
             return self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
         except redis.exceptions.NoScriptError:
-            self._client.script_load(SOURCE)  # a new or restarted server
+            self._client.script_load(SCRIPT)  # a new or restarted server
             return self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
+
+    def _fcall(self, argv: list[Any]) -> Any:
+        try:
+            return self._client.fcall(FUNCTION, 1, ROUTE_KEY, *argv)
+        except redis.ResponseError as exc:
+            if not not_loaded(exc):
+                raise
+        try:
+            self._client.function_load(LIBRARY)
+        except redis.ResponseError as exc:
+            if not already_loaded(exc):
+                raise
+        return self._client.fcall(FUNCTION, 1, ROUTE_KEY, *argv)
 
 
 class LoopScripts:
@@ -132,6 +183,7 @@ class LoopScripts:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._functions = True
 
     async def run_again_safe(self, op: str, args: list[object]) -> Any:
         token = uuid.uuid4().hex
@@ -146,11 +198,31 @@ class LoopScripts:
 
     async def _eval(self, op: str, token: str, args: list[object]) -> Any:
         argv = _argv(op, token, args, None)
+        if self._functions:
+            try:
+                return await self._fcall(argv)
+            except redis.ResponseError as exc:
+                if not refused(exc):
+                    raise
+                self._functions = False
         try:
             return await self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
         except redis.exceptions.NoScriptError:
-            await self._client.script_load(SOURCE)
+            await self._client.script_load(SCRIPT)
             return await self._client.evalsha(SHA, 1, ROUTE_KEY, *argv)
+
+    async def _fcall(self, argv: list[Any]) -> Any:
+        try:
+            return await self._client.fcall(FUNCTION, 1, ROUTE_KEY, *argv)
+        except redis.ResponseError as exc:
+            if not not_loaded(exc):
+                raise
+        try:
+            await self._client.function_load(LIBRARY)
+        except redis.ResponseError as exc:
+            if not already_loaded(exc):
+                raise
+        return await self._client.fcall(FUNCTION, 1, ROUTE_KEY, *argv)
 
 
 def warn_if_lossy(client: redis.Redis, shown_url: str) -> bool:

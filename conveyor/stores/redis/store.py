@@ -89,6 +89,7 @@ class RedisStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: redis.Redis | None = None
+        self._scripts: Scripts | None = None  # the client's, which remembers how to call
         self._checked_durability = False
         self._lock = threading.Lock()
 
@@ -102,13 +103,16 @@ class RedisStore(Store):
             with self._lock:  # one client (and its pool) per store, whichever thread came first
                 if self._client is None:
                     self._client = connect(self.url)
+                    self._scripts = Scripts(self._client)
                 client = self._client
                 if not self._checked_durability:  # SPEC §10: once, at the store's first use
                     self._checked_durability = warn_if_lossy(client, redact(self.url))
         return client
 
     def _ops(self) -> Scripts:
-        return Scripts(self._redis())
+        self._redis()
+        assert self._scripts is not None  # made with the client
+        return self._scripts
 
     def _read(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
         """Read commands in one round trip (a pipeline without MULTI)."""
