@@ -13,8 +13,10 @@ from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.process]
 
-LEASE = ["--lease", "2", "--fetch-interval", "0.5", "--workers", "2"]
-JOBS, SECONDS = 4, 4  # one run each on 2 x 2 slots, each outliving two leases
+# A 3 s lease (renewed every second): with 2 s, one job ran twice in a full test run beside
+# another on 2 cores, most likely a renewal starved past its lease, whatever the clocks.
+LEASE = ["--lease", "3", "--fetch-interval", "0.5", "--workers", "2"]
+JOBS, SECONDS = 4, 7  # one run each on 2 x 2 slots, each outliving two leases
 
 
 @pytest.mark.parametrize("skew", [60, -60], ids=["ahead", "behind"])
