@@ -705,9 +705,7 @@ WHERE jobs.id = report.id
 -- as heartbeat. The batch arrives as one JSON array of [id, worker, attempt, result JSON
 -- text, error, retry_at, kind] rows (one parameter encoded in C, where the arrays were
 -- dumped element by element in Python); `finished` holds every row written, `applies`
--- telling whether it took the outcome. `counted` and `timed` add the outcomes that applied to
--- job_counts and job_minutes here, as the trigger jobs_count_updated would (migration 0011),
--- and the flag conveyor.counted tells that trigger to skip this statement (migration 0017).
+-- telling whether it took the outcome.
 outcome AS (
     SELECT (o ->> 0)::bigint      AS id,
            o ->> 1                AS worker,
@@ -723,12 +721,10 @@ outcome AS (
 -- deadlock. (A join would let the planner, which guesses 100 rows for any JSON batch, scan
 -- every processing job instead.) FOR UPDATE re-checks the fence on the locked row version.
 held AS MATERIALIZED (
-    SELECT job.id, job.applies, job.run_at, outcome.kind, outcome.result, outcome.error,
-           outcome.retry_at
+    SELECT job.id, job.applies, outcome.kind, outcome.result, outcome.error, outcome.retry_at
     FROM outcome
     CROSS JOIN LATERAL (
-        SELECT jobs.id, outcome.kind <> 'ended' AND jobs.status = 'processing' AS applies,
-               jobs.run_at
+        SELECT jobs.id, outcome.kind <> 'ended' AND jobs.status = 'processing' AS applies
         FROM jobs
         WHERE jobs.id = outcome.id
           AND jobs.worker = outcome.worker
@@ -769,39 +765,7 @@ finished AS (
               -- is free in a limited queue this statement cannot claim from (`wake`)
               CASE WHEN (NOT o.applies AND jobs.status = 'pending')
                         OR jobs.queue = ANY (%(wake)s::text[])
-                   THEN pg_notify('conveyor_jobs', jobs.queue) END AS woke,
-              jobs.queue, o.kind, o.run_at AS was_run_at, jobs.started_at, jobs.updated_at,
-              -- the statement counts its own changes (`counted`, `timed`): see migration 0017
-              set_config('conveyor.counted', 'on', true) AS counted_here
-),
--- An applied outcome moves the job from processing to done or failed (counted), or to pending.
-counted AS (
-    INSERT INTO job_counts AS c (queue, status, shard, n)
-    SELECT queue, status, pg_backend_pid(), count(*)
-    FROM finished
-    WHERE applies AND status IN ('done', 'failed')
-    GROUP BY queue, status
-    ORDER BY queue, status  -- key order, as the trigger: no deadlock with fold_counts
-    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n
-),
--- Every applied outcome but a snooze (which gives the attempt back) ended an attempt.
-timed AS (
-    INSERT INTO job_minutes AS m (minute, queue, shard, wait_bucket, run_bucket,
-                                  finished, failed, retried)
-    SELECT date_trunc('minute', updated_at), queue, pg_backend_pid(),
-           conveyor_bucket(extract(epoch FROM started_at - was_run_at)),
-           conveyor_bucket(extract(epoch FROM updated_at - started_at)),
-           count(*) FILTER (WHERE status = 'done'),
-           count(*) FILTER (WHERE status = 'failed'),
-           count(*) FILTER (WHERE status = 'pending')
-    FROM finished
-    WHERE applies AND kind <> 'snoozed'
-    GROUP BY 1, 2, 3, 4, 5
-    ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (minute, queue, shard, wait_bucket, run_bucket) DO UPDATE
-    SET finished = m.finished + excluded.finished,
-        failed   = m.failed + excluded.failed,
-        retried  = m.retried + excluded.retried
+                   THEN pg_notify('conveyor_jobs', jobs.queue) END AS woke
 )
 
 -- name: told_finished
